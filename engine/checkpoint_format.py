@@ -1,0 +1,166 @@
+"""How a checkpoint is laid out in a store: a head, and a keyframe shared by many heads.
+
+Why not one blob per checkpoint? Shared and executor state would then be rewritten in full at every barrier, so
+a superstep that touched one of 1,000 executors would still write all 1,000. Instead (like a video codec):
+
+- a **keyframe** holds the full shared and executor state at some checkpoint;
+- every **head** names its keyframe and carries the *cumulative* delta since it (sets and deletes), plus the
+  small per-barrier parts (queued messages, fan-in buffers, pending requests, lineage).
+
+A head therefore depends on exactly one keyframe, never on other heads, so retention can delete any head; a
+keyframe lives while some head names it. A new keyframe is cut when the cumulative delta gets large relative to
+the state (``needs_keyframe``), which keeps the per-superstep cost bounded by what changed, amortised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .checkpoint import Checkpoint
+from .errors import CheckpointDecodeError
+
+#: A keyframe is cut once the cumulative delta holds this many entries, whatever the state size.
+MAX_DELTA_ENTRIES = 64
+
+
+@dataclass(slots=True)
+class StateDelta:
+    """Changes to one key-value state since a keyframe: ``sets`` win over the keyframe, ``deletes`` remove."""
+
+    sets: dict[Any, Any] = field(default_factory=dict)
+    deletes: set[Any] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.sets) + len(self.deletes)
+
+    def merged(self, sets: dict[Any, Any], deletes: set[Any]) -> StateDelta:
+        """A new delta with these later changes applied on top (self is left as it is)."""
+        new_sets = {**self.sets, **sets}
+        new_deletes = (self.deletes - sets.keys()) | deletes
+        for key in deletes:
+            new_sets.pop(key, None)
+        return StateDelta(new_sets, new_deletes)
+
+    def apply_to(self, base: dict[Any, Any]) -> dict[Any, Any]:
+        result = dict(base)
+        for key in self.deletes:
+            result.pop(key, None)
+        result.update(self.sets)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """What a store writes for one checkpoint: the encoded head, and the keyframe when this head cuts one."""
+
+    checkpoint_id: str
+    instance_id: str
+    keyframe_id: str
+    head: bytes
+    keyframe: bytes | None = None
+
+
+def needs_keyframe(delta_entries: int, state_entries: int) -> bool:
+    """Cut a keyframe when the delta is large in absolute terms or relative to the state it describes."""
+    return delta_entries > MAX_DELTA_ENTRIES or delta_entries * 2 > max(state_entries, 8)
+
+
+def encode_record(
+    cp: Checkpoint,
+    *,
+    keyframe_id: str,
+    shared_delta: StateDelta,
+    executor_delta: StateDelta,
+    keyframe_state: tuple[dict[str, Any], dict[str, Any]] | None,
+) -> CheckpointRecord:
+    """Encode ``cp``'s per-barrier fields and the deltas; ``cp.shared_state``/``executor_states`` are not read.
+
+    ``keyframe_state`` (shared, executors) is given when this checkpoint cuts a new keyframe
+    (then ``keyframe_id == cp.checkpoint_id`` and the deltas are empty).
+    """
+    head = {
+        "v": cp.version,
+        "id": cp.checkpoint_id,
+        "instance": cp.instance_id,
+        "name": cp.workflow_name,
+        "sig": cp.graph_signature,
+        "prev": cp.previous_checkpoint_id,
+        "step": cp.superstep,
+        "messages": cp.messages,
+        "fan_in": cp.fan_in_buffers,
+        "pending": cp.pending_requests,
+        "run": cp.run_id,
+        "epoch": cp.epoch,
+        "at": cp.created_at,
+        "meta": cp.metadata,
+        "kf": keyframe_id,
+        "shared": [shared_delta.sets, shared_delta.deletes],
+        "exec": [executor_delta.sets, executor_delta.deletes],
+    }
+    keyframe = None
+    if keyframe_state is not None:
+        keyframe = codec.encode({"shared": keyframe_state[0], "exec": keyframe_state[1]})
+    return CheckpointRecord(cp.checkpoint_id, cp.instance_id, keyframe_id, codec.encode(head), keyframe)
+
+
+def encode_full(cp: Checkpoint) -> CheckpointRecord:
+    """Encode a complete ``Checkpoint`` (as a user may build one) as its own keyframe."""
+    return encode_record(
+        cp,
+        keyframe_id=cp.checkpoint_id,
+        shared_delta=StateDelta(),
+        executor_delta=StateDelta(),
+        keyframe_state=(cp.shared_state, cp.executor_states),
+    )
+
+
+@dataclass(slots=True)
+class DecodedCheckpoint:
+    """A loaded checkpoint plus what a run needs to continue writing deltas against its keyframe."""
+
+    checkpoint: Checkpoint
+    keyframe_id: str
+    shared_delta: StateDelta
+    executor_delta: StateDelta
+
+
+def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
+    """Materialise a checkpoint from its head and keyframe bytes (``CheckpointDecodeError`` if malformed)."""
+    fields = codec.decode(head)
+    if not isinstance(fields, dict):
+        raise CheckpointDecodeError(f"checkpoint head is a {type(fields).__name__}, not a record")
+    kf = codec.decode(keyframe) if keyframe is not None else None
+    try:
+        if not isinstance(kf, dict):
+            raise CheckpointDecodeError(f"checkpoint {fields.get('id')!r}: its keyframe {fields.get('kf')!r} is missing")
+        shared_delta = StateDelta(dict(fields["shared"][0]), set(fields["shared"][1]))
+        executor_delta = StateDelta(dict(fields["exec"][0]), set(fields["exec"][1]))
+        created_at = fields["at"]
+        if not isinstance(created_at, datetime):
+            raise TypeError("created_at is not a datetime")
+        cp = Checkpoint(
+            checkpoint_id=fields["id"],
+            instance_id=fields["instance"],
+            workflow_name=fields["name"],
+            graph_signature=fields["sig"],
+            previous_checkpoint_id=fields["prev"],
+            superstep=fields["step"],
+            messages=list(fields["messages"]),
+            shared_state=shared_delta.apply_to(kf["shared"]),
+            executor_states=executor_delta.apply_to(kf["exec"]),
+            fan_in_buffers=fields["fan_in"],
+            pending_requests=fields["pending"],
+            run_id=fields["run"],
+            epoch=fields["epoch"],
+            created_at=created_at,
+            metadata=fields["meta"],
+            version=fields["v"],
+        )
+    except CheckpointDecodeError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise CheckpointDecodeError(f"checkpoint record is malformed: {type(exc).__name__}: {exc}") from exc
+    return DecodedCheckpoint(cp, fields["kf"], shared_delta, executor_delta)

@@ -1,0 +1,168 @@
+"""An instance's state between barriers, and the one way it changes: ``commit`` a checkpoint, then swap.
+
+The state only changes after its checkpoint is stored. A failed superstep, a refused (fenced) write or an
+encoding error therefore leaves the in-memory state exactly as the latest checkpoint says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .checkpoint import Checkpoint, new_checkpoint_id
+from .checkpoint_format import DecodedCheckpoint, StateDelta, encode_record, needs_keyframe
+from .events import RunState
+from .messages import Delivery, PendingRequest
+from .store import Lease, Store
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one barrier changes. Fields left ``None`` keep their current value."""
+
+    superstep: int | None = None
+    messages: list[Delivery] | None = None
+    fan_in_buffers: dict[str, dict[str, list[Any]]] | None = None
+    pending_requests: dict[str, PendingRequest] | None = None
+    shared_sets: dict[str, Any] = field(default_factory=dict)
+    shared_deletes: set[str] = field(default_factory=set)
+    executor_sets: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: start a new lineage (no parent) with empty state: what ``reset_for_new_run`` writes
+    fresh: bool = False
+    #: the parent to record instead of the current checkpoint (``restore`` names the restored one)
+    parent: str | None = None
+
+
+@dataclass(slots=True)
+class InstanceState:
+    """The live state of an instance, equal to its checkpoint ``checkpoint_id`` whenever no commit is running."""
+
+    checkpoint_id: str | None = None
+    superstep: int = 0
+    messages: list[Delivery] = field(default_factory=list)
+    shared_state: dict[str, Any] = field(default_factory=dict)
+    executor_states: dict[str, Any] = field(default_factory=dict)
+    fan_in_buffers: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    pending_requests: dict[str, PendingRequest] = field(default_factory=dict)
+    keyframe_id: str | None = None
+    shared_delta: StateDelta = field(default_factory=StateDelta)
+    executor_delta: StateDelta = field(default_factory=StateDelta)
+
+    @classmethod
+    def from_decoded(cls, decoded: DecodedCheckpoint, *, same_instance: bool = True) -> InstanceState:
+        """State from a loaded checkpoint; from another instance's checkpoint the next commit cuts a keyframe."""
+        cp = decoded.checkpoint
+        return cls(
+            checkpoint_id=cp.checkpoint_id,
+            superstep=cp.superstep,
+            messages=cp.messages,
+            shared_state=cp.shared_state,
+            executor_states=cp.executor_states,
+            fan_in_buffers=cp.fan_in_buffers,
+            pending_requests=cp.pending_requests,
+            keyframe_id=decoded.keyframe_id if same_instance else None,
+            shared_delta=decoded.shared_delta if same_instance else StateDelta(),
+            executor_delta=decoded.executor_delta if same_instance else StateDelta(),
+        )
+
+    def run_state(self) -> RunState:
+        if self.messages:
+            return RunState.IN_PROGRESS
+        if self.pending_requests:
+            return RunState.IDLE_WITH_PENDING_REQUESTS
+        return RunState.IDLE
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who writes a checkpoint: the instance, its graph, and the run with its lease."""
+
+    instance_id: str
+    workflow_name: str
+    graph_signature: str
+    run_id: str
+    lease: Lease
+
+
+async def commit(store: Store, state: InstanceState, changes: Changes, who: Identity) -> str:
+    """Write the checkpoint that ``changes`` make of ``state``, then apply them to ``state``. Returns its id.
+
+    Cost grows with what changed: the state dicts are copied only when a keyframe is cut (amortised by
+    ``needs_keyframe``); otherwise the head carries the cumulative delta since the keyframe.
+    """
+    checkpoint_id = new_checkpoint_id(who.instance_id)
+    if changes.fresh:
+        shared_base: dict[str, Any] = {}
+        executor_base: dict[str, Any] = {}
+        shared_delta, executor_delta = StateDelta(), StateDelta()
+        keyframe_id = None
+    else:
+        shared_base, executor_base = state.shared_state, state.executor_states
+        shared_delta = state.shared_delta.merged(changes.shared_sets, changes.shared_deletes)
+        executor_delta = state.executor_delta.merged(changes.executor_sets, set())
+        keyframe_id = state.keyframe_id
+    size = len(shared_base) + len(executor_base)
+    keyframe_state = None
+    if keyframe_id is None or needs_keyframe(len(shared_delta) + len(executor_delta), size):
+        keyframe_id = checkpoint_id
+        keyframe_state = (
+            _applied(shared_base, changes.shared_sets, changes.shared_deletes),
+            _applied(executor_base, changes.executor_sets, set()),
+        )
+        shared_delta, executor_delta = StateDelta(), StateDelta()
+    messages = changes.messages if changes.messages is not None else ([] if changes.fresh else state.messages)
+    fan_in = changes.fan_in_buffers if changes.fan_in_buffers is not None else ({} if changes.fresh else state.fan_in_buffers)
+    pending = changes.pending_requests if changes.pending_requests is not None else ({} if changes.fresh else state.pending_requests)
+    superstep = changes.superstep if changes.superstep is not None else (0 if changes.fresh else state.superstep)
+    parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
+    cp = Checkpoint(
+        checkpoint_id=checkpoint_id,
+        instance_id=who.instance_id,
+        workflow_name=who.workflow_name,
+        graph_signature=who.graph_signature,
+        previous_checkpoint_id=parent,
+        superstep=superstep,
+        messages=messages,
+        fan_in_buffers=fan_in,
+        pending_requests=pending,
+        run_id=who.run_id,
+        epoch=who.lease.epoch,
+        created_at=datetime.now(UTC),
+        metadata=changes.metadata,
+    )
+    record = encode_record(
+        cp,
+        keyframe_id=keyframe_id,
+        shared_delta=shared_delta,
+        executor_delta=executor_delta,
+        keyframe_state=keyframe_state,
+    )
+    await store.write_record(record, who.lease)
+    # stored: now, and only now, the live state changes
+    if keyframe_state is not None:
+        state.shared_state, state.executor_states = keyframe_state
+    else:
+        _apply(state.shared_state, changes.shared_sets, changes.shared_deletes)
+        state.executor_states.update(changes.executor_sets)
+    state.checkpoint_id = checkpoint_id
+    state.superstep = superstep
+    state.messages = messages
+    state.fan_in_buffers = fan_in
+    state.pending_requests = pending
+    state.keyframe_id = keyframe_id
+    state.shared_delta, state.executor_delta = shared_delta, executor_delta
+    return checkpoint_id
+
+
+def _applied(base: dict[str, Any], sets: dict[str, Any], deletes: set[str]) -> dict[str, Any]:
+    result = dict(base)
+    _apply(result, sets, deletes)
+    return result
+
+
+def _apply(target: dict[str, Any], sets: dict[str, Any], deletes: set[str]) -> None:
+    for key in deletes:
+        target.pop(key, None)
+    target.update(sets)

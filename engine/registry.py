@@ -1,0 +1,52 @@
+"""Workflow definitions by name, so a worker process can rebuild the graph a coordinator runs.
+
+A definition is a factory returning a ``WorkflowBuilder``; its key is the builder's ``name``. Workers import
+the modules listed in ``BARRIERFLOW_IMPORTS``, whose ``@register_workflow`` decorators fill this registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from .errors import WorkflowError
+
+if TYPE_CHECKING:
+    from .builder import WorkflowBuilder
+
+Factory = Callable[[], "WorkflowBuilder"]
+_factories: dict[str, Factory] = {}
+
+
+def register_workflow(factory: Factory) -> Factory:
+    """Decorator: register a ``WorkflowBuilder`` factory under the builder's ``name``."""
+    name = factory().name
+    known = _factories.get(name)
+    if known is not None and getattr(known, "__qualname__", None) != getattr(factory, "__qualname__", None):
+        raise WorkflowError(f"two workflow factories are registered as {name!r}: {known!r} and {factory!r}")
+    _factories[name] = factory
+    return factory
+
+
+def workflow_factory(name: str) -> Factory:
+    """The factory registered as ``name`` (``WorkflowError`` listing the known names otherwise)."""
+    try:
+        return _factories[name]
+    except KeyError:
+        known = ", ".join(sorted(_factories)) or "none"
+        raise WorkflowError(
+            f"no workflow registered as {name!r} (known: {known}); list its module in BARRIERFLOW_IMPORTS"
+        ) from None
+
+
+def registered_workflows() -> dict[str, Factory]:
+    return dict(_factories)
+
+
+def import_modules(modules: Iterable[str]) -> None:
+    """Import the modules that define workflows (configuration, never data: names come from the operator)."""
+    for module in modules:
+        module = module.strip()
+        if module:
+            importlib.import_module(module)

@@ -1,0 +1,139 @@
+"""The superstep loop: plan, deliver, route, commit, emit. One screen, one place.
+
+Each superstep delivers everything queued (BSP): handlers' effects are collected, not applied; at the barrier
+they are merged in delivery order, routed along the edges, written as one checkpoint, and only then are the
+superstep's outputs and requests emitted. A failure anywhere before the write leaves the instance exactly as
+at the last barrier, with the superstep's inputs still queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .dispatch import Dispatcher, ExecutorBatch, SuperstepWork
+from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError
+from .events import EventType, WorkflowEvent
+from .graph import Graph
+from .instance_state import Changes, Identity, InstanceState, commit
+from .messages import Delivery
+from .outcome import DeliveryOutcome
+from .routing import route
+from .store import Store
+
+
+def plan(deliveries: list[Delivery]) -> list[ExecutorBatch]:
+    """Group a superstep's deliveries by executor, keeping the total order inside each batch."""
+    batches: dict[str, ExecutorBatch] = {}
+    for index, delivery in enumerate(deliveries):
+        batch = batches.get(delivery.target_id)
+        if batch is None:
+            batches[delivery.target_id] = batch = ExecutorBatch(delivery.target_id, [])
+        batch.deliveries.append((index, delivery))
+    return list(batches.values())
+
+
+def barrier_changes(outcomes: list[DeliveryOutcome], state: InstanceState) -> Changes:
+    """Merge the outcomes' writes in delivery order (later wins) and collect new pending requests."""
+    changes = Changes()
+    sets, deletes = changes.shared_sets, changes.shared_deletes
+    pending = None
+    for outcome in outcomes:
+        for key, value, deleted in outcome.state_writes:
+            if deleted:
+                sets.pop(key, None)
+                deletes.add(key)
+            else:
+                sets[key] = value
+                deletes.discard(key)
+        if outcome.executor_state:
+            changes.executor_sets[outcome.executor_id] = outcome.executor_state[0]
+        if outcome.requests:
+            if pending is None:
+                pending = dict(state.pending_requests)
+            for request in outcome.requests:
+                pending[request.request_id] = request
+    changes.pending_requests = pending
+    return changes
+
+
+class SuperstepRunner:
+    """Drives supersteps of one run over an ``InstanceState`` and yields the events as an async iterator."""
+
+    def __init__(
+        self, graph: Graph, store: Store, dispatcher: Dispatcher, state: InstanceState, who: Identity
+    ) -> None:
+        self.graph = graph
+        self.store = store
+        self.dispatcher = dispatcher
+        self.state = state
+        self.who = who
+
+    async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
+        steps = 0
+        while self.state.messages:
+            if steps >= max_supersteps:
+                raise ConvergenceError(
+                    f"workflow {self.graph.name!r} reached max_supersteps={max_supersteps} with "
+                    f"{len(self.state.messages)} message(s) still queued; run() continues it"
+                )
+            steps += 1
+            async for event in self.superstep():
+                yield event
+
+    async def superstep(self) -> AsyncIterator[WorkflowEvent]:
+        state, who = self.state, self.who
+        superstep = state.superstep + 1
+        yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
+        work = SuperstepWork(
+            instance_id=who.instance_id,
+            run_id=who.run_id,
+            superstep=superstep,
+            workflow_name=self.graph.name,
+            graph_signature=self.graph.signature,
+            batches=plan(state.messages),
+            shared_state=state.shared_state,
+            executor_states=state.executor_states,
+            lease_token=who.lease.token,
+            epoch=who.lease.epoch,
+        )
+        live: list[WorkflowEvent] = []
+        result = await self.dispatcher.run_superstep(self.graph.executors, work, live.append)
+        for event in live:
+            yield event
+        if result.failure is not None:
+            failure = result.failure
+            error = ExecutorFailedError(failure.executor_id, failure.error_type, failure.message, failure.traceback)
+            raise error from result.exception
+
+        outcomes = result.outcomes
+        if len(work.batches) > 1:
+            outcomes = sorted(outcomes, key=_by_index)
+        routed = await route(self.graph, outcomes, state.fan_in_buffers)
+        changes = barrier_changes(outcomes, state)
+        changes.superstep = superstep
+        changes.messages = routed.deliveries
+        changes.fan_in_buffers = routed.fan_in_buffers
+        if who.lease.lost:
+            raise ReservationLostError(
+                f"lost the reservation of {who.instance_id!r} before committing superstep {superstep}"
+            )
+        checkpoint_id = await commit(self.store, state, changes, who)
+
+        dropped = routed.dropped + [o.dropped for o in outcomes if o.dropped]
+        for outcome in outcomes:
+            for event in outcome.emitted:
+                yield event
+        if dropped:
+            yield WorkflowEvent(
+                EventType.WARNING,
+                f"{len(dropped)} message(s) dropped",
+                superstep=superstep,
+                details={"dropped": len(dropped), "reasons": dropped},
+            )
+        yield WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep)
+        yield WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep)
+
+
+def _by_index(outcome: DeliveryOutcome) -> Any:
+    return outcome.index

@@ -1,0 +1,116 @@
+"""Shared fixtures: one ``store`` fixture parametrized over every store, and a real Redis for integration.
+
+Real-Redis tests must run in CI: the fixture uses ``BARRIERFLOW_TEST_REDIS_URL`` (default the local server on
+127.0.0.1:6379), starts a private ``redis-server`` when none answers, and only outside CI skips when neither is
+possible. Every test gets its own key prefix and deletes only its own keys (never FLUSHALL a shared server).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis server for this test session."""
+    url = os.environ.get("BARRIERFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if IN_CI:
+            pytest.fail(f"no Redis answers at {url} and redis-server is not installed; CI needs one")
+        pytest.skip(f"no Redis answers at {url} and redis-server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not _answers(url):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"redis-server on port {port} did not start")
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    return f"bftest-{uuid.uuid4().hex[:10]}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete this test's keys only."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def real_redis_prefix(redis_url: str, key_prefix: str) -> Iterator[str]:
+    """A key prefix on the real Redis whose keys are removed after the test."""
+    yield key_prefix
+    delete_prefix(redis_url, key_prefix)
+
+
+STORE_KINDS = ["memory", "fakeredis", "redis"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store(store_kind: str, request: pytest.FixtureRequest):
+    """Every store implementation, so one behaviour suite checks them all (the conformance suite)."""
+    from engine import MemoryStore
+
+    if store_kind == "memory":
+        return MemoryStore()
+    from broker import RedisStore
+
+    if store_kind == "fakeredis":
+        import fakeredis
+
+        return RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), prefix="bftest")
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("real_redis_prefix")
+    return RedisStore.from_url(url, prefix=prefix)
