@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ ExecutorRef = Executor | str
 class WorkflowBuilder:
     """Collects executors and edge groups; ``build()`` checks the graph and returns a ``Workflow`` handle."""
 
-    def __init__(self, name: str = "workflow", start_executor: ExecutorRef | None = None, max_supersteps: int = 100):
+    def __init__(
+        self, name: str = "workflow", start_executor: ExecutorRef | None = None, max_supersteps: int = 100
+    ):
         self.name = name
         self._start = start_executor
         self.max_supersteps = max_supersteps
@@ -47,7 +50,9 @@ class WorkflowBuilder:
         self._add(executor)
         return self
 
-    def add_edge(self, source: ExecutorRef, target: ExecutorRef, condition: Condition | None = None) -> WorkflowBuilder:
+    def add_edge(
+        self, source: ExecutorRef, target: ExecutorRef, condition: Condition | None = None
+    ) -> WorkflowBuilder:
         """A direct edge; with ``condition(message) -> bool`` (sync or async) only matching messages pass."""
         self._groups.append(DirectEdge(self._ref(source), self._ref(target), condition))
         return self
@@ -66,7 +71,9 @@ class WorkflowBuilder:
         self._groups.append(FanInEdges(tuple(self._ref(s) for s in sources), self._ref(target)))
         return self
 
-    def add_switch_case_edge_group(self, source: ExecutorRef, cases: Sequence[Case | Default]) -> WorkflowBuilder:
+    def add_switch_case_edge_group(
+        self, source: ExecutorRef, cases: Sequence[Case | Default]
+    ) -> WorkflowBuilder:
         """The first ``Case`` whose condition holds takes the message; otherwise the ``Default`` (last, once)."""
         source_id = self._ref(source)
         defaults = [i for i, c in enumerate(cases) if isinstance(c, Default)]
@@ -87,7 +94,7 @@ class WorkflowBuilder:
 
     def add_chain(self, executors: Sequence[ExecutorRef]) -> WorkflowBuilder:
         """Direct edges ``a -> b -> c ...``."""
-        for source, target in zip(executors, executors[1:], strict=False):
+        for source, target in itertools.pairwise(executors):
             self.add_edge(source, target)
         if len(executors) == 1:
             self._ref(executors[0])
@@ -141,7 +148,9 @@ class WorkflowBuilder:
         referenced = {start_id} | {eid for g in self._groups for eid in (*g.sources, *g.targets)}
         unknown = sorted(referenced - self._executors.keys())
         if unknown:
-            problems.append(f"unknown executors (referenced by id, never added): {', '.join(map(repr, unknown))}")
+            problems.append(
+                f"unknown executors (referenced by id, never added): {', '.join(map(repr, unknown))}"
+            )
         if not isinstance(self.max_supersteps, int) or self.max_supersteps < 1:
             problems.append(f"max_supersteps must be a positive integer, not {self.max_supersteps!r}")
         fan_in_targets = [g.target for g in self._groups if isinstance(g, FanInEdges)]

@@ -15,7 +15,7 @@ the state (``needs_keyframe``), which keeps the per-superstep cost bounded by wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
@@ -37,7 +37,9 @@ class StateDelta:
         return len(self.sets) + len(self.deletes)
 
     def merged(self, sets: dict[Any, Any], deletes: set[Any]) -> StateDelta:
-        """A new delta with these later changes applied on top (self is left as it is)."""
+        """A new delta with these later changes applied on top (self is left as it is; returned if no change)."""
+        if not sets and not deletes:
+            return self
         new_sets = {**self.sets, **sets}
         new_deletes = (self.deletes - sets.keys()) | deletes
         for key in deletes:
@@ -94,7 +96,7 @@ def encode_record(
         "pending": cp.pending_requests,
         "run": cp.run_id,
         "epoch": cp.epoch,
-        "at": cp.created_at,
+        "at": cp.created_at.timestamp(),
         "meta": cp.metadata,
         "kf": keyframe_id,
         "shared": [shared_delta.sets, shared_delta.deletes],
@@ -135,12 +137,12 @@ def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
     kf = codec.decode(keyframe) if keyframe is not None else None
     try:
         if not isinstance(kf, dict):
-            raise CheckpointDecodeError(f"checkpoint {fields.get('id')!r}: its keyframe {fields.get('kf')!r} is missing")
+            raise CheckpointDecodeError(
+                f"checkpoint {fields.get('id')!r}: its keyframe {fields.get('kf')!r} is missing"
+            )
         shared_delta = StateDelta(dict(fields["shared"][0]), set(fields["shared"][1]))
         executor_delta = StateDelta(dict(fields["exec"][0]), set(fields["exec"][1]))
-        created_at = fields["at"]
-        if not isinstance(created_at, datetime):
-            raise TypeError("created_at is not a datetime")
+        created_at = datetime.fromtimestamp(fields["at"], UTC)
         cp = Checkpoint(
             checkpoint_id=fields["id"],
             instance_id=fields["instance"],

@@ -80,7 +80,15 @@ class ExecutorView:
 class WorkflowContext:
     """Passed to every handler. See DESIGN §2 "WorkflowContext" for the contract of each call."""
 
-    __slots__ = ("_outcome", "_view", "executor_id", "instance_id", "run_id", "source_executor_ids", "superstep")
+    __slots__ = (
+        "_outcome",
+        "_view",
+        "executor_id",
+        "instance_id",
+        "run_id",
+        "source_executor_ids",
+        "superstep",
+    )
 
     def __class_getitem__(cls, params: Any) -> ContextAlias:
         return ContextAlias(params if isinstance(params, tuple) else (params,))

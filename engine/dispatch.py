@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .eager import start_eagerly
 from .events import WorkflowEvent
-from .executor import Executor
 from .execution import BatchFailed, run_executor_batch
+from .executor import Executor
 from .messages import Delivery
 from .outcome import DeliveryOutcome, FailureInfo
 
@@ -69,15 +70,15 @@ class Dispatcher(ABC):
     ) -> SuperstepResult:
         """Run ``work``; report ``executor_invoked/completed/failed`` through ``emit`` as they happen."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most dispatchers hold nothing
         """Release resources (connections); the default holds none."""
 
 
 class LocalDispatcher(Dispatcher):
     """Runs every executor's batch in this process, executors concurrently, each one's deliveries in order.
 
-    On the first failure the other batches are cancelled (``asyncio.TaskGroup``), and their partial outcomes
-    are discarded by the runner along with everything else of the superstep.
+    Batches start eagerly (``engine.eager``): one that never suspends costs no Task. On the first failure the
+    other batches are cancelled, and the runner discards every outcome of the superstep.
     """
 
     async def run_superstep(
@@ -85,19 +86,32 @@ class LocalDispatcher(Dispatcher):
     ) -> SuperstepResult:
         result = SuperstepResult()
         outcomes = result.outcomes
+        running: list[asyncio.Task[None]] = []
+        failures: list[BatchFailed] = []
         try:
-            if len(work.batches) == 1:  # the common chain case: no task to spawn
-                await run_executor_batch(executors, work, work.batches[0], outcomes, emit)
-            else:
-                async with asyncio.TaskGroup() as group:
-                    for batch in work.batches:
-                        group.create_task(run_executor_batch(executors, work, batch, outcomes, emit))
-        except BatchFailed as failed:
-            result.failure, result.exception = failed.info, failed.__cause__
-        except BaseExceptionGroup as group_error:
-            failures = [e for e in group_error.exceptions if isinstance(e, BatchFailed)]
-            if len(failures) != len(group_error.exceptions):
-                raise
-            first = min(failures, key=lambda f: f.index)
+            for batch in work.batches:
+                try:
+                    task = start_eagerly(run_executor_batch(executors, work, batch, outcomes, emit))
+                except BatchFailed as failed:
+                    failures.append(failed)
+                    break
+                if task is not None:
+                    running.append(task)
+            while running and not failures:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+                running = [task for task in running if task not in done]
+                for task in done:
+                    error = task.exception()
+                    if isinstance(error, BatchFailed):
+                        failures.append(error)
+                    elif error is not None:
+                        raise error
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if failures:
+            first = min(failures, key=lambda failed: failed.index)
             result.failure, result.exception = first.info, first.__cause__
         return result

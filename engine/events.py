@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     """The state of an instance as its latest checkpoint tells it (``FAILED`` until a run succeeds again)."""
 
     IDLE = "idle"
@@ -16,7 +16,7 @@ class RunState(str, enum.Enum):
     FAILED = "failed"
 
 
-class Lifecycle(str, enum.Enum):
+class Lifecycle(enum.StrEnum):
     """Whether a run holds the instance: ``IDLE -> RESERVED -> RUNNING -> IDLE``."""
 
     IDLE = "idle"

@@ -70,7 +70,9 @@ def _declared_outputs(output: Any, ctx_annotation: Any) -> tuple[Any, ...] | Non
     return context_output_types(ctx_annotation)
 
 
-def _spec(func: Callable[..., Any], owner: str, *, skip_self: bool, response: bool, output: Any) -> HandlerSpec:
+def _spec(
+    func: Callable[..., Any], owner: str, *, skip_self: bool, response: bool, output: Any
+) -> HandlerSpec:
     params = list(inspect.signature(func).parameters.values())
     if skip_self:
         params = params[1:]
@@ -100,7 +102,9 @@ def _spec(func: Callable[..., Any], owner: str, *, skip_self: bool, response: bo
     )
 
 
-def _ordered(specs: list[tuple[HandlerSpec, Callable[..., Any]]]) -> list[tuple[HandlerSpec, Callable[..., Any]]]:
+def _ordered(
+    specs: list[tuple[HandlerSpec, Callable[..., Any]]],
+) -> list[tuple[HandlerSpec, Callable[..., Any]]]:
     """Specific handlers before catch-alls, otherwise in declaration order."""
     return sorted(specs, key=lambda pair: is_catch_all(pair[0].message_type))
 
@@ -170,7 +174,9 @@ class Executor:
     def can_handle(self, message: Any) -> bool:
         return self.handler_for(message) is not None
 
-    def response_handler_for(self, request: Any, response: Any) -> tuple[HandlerSpec, Callable[..., Any]] | None:
+    def response_handler_for(
+        self, request: Any, response: Any
+    ) -> tuple[HandlerSpec, Callable[..., Any]] | None:
         for spec, bound in self._response_handlers:
             if spec.matches_request is not None and spec.matches_request(request) and spec.matches(response):
                 return spec, bound
@@ -196,9 +202,7 @@ class FunctionExecutor(Executor):
         return self._func(*args, **kwargs)
 
 
-def executor(
-    func: Callable[..., Any] | None = None, *, id: str | None = None, output: Any = None
-) -> Any:
+def executor(func: Callable[..., Any] | None = None, *, id: str | None = None, output: Any = None) -> Any:
     """Turn a function into an executor: ``@executor`` or ``@executor(id="reverse", output=str)``."""
 
     def wrap(f: Callable[..., Any]) -> FunctionExecutor:

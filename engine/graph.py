@@ -39,7 +39,9 @@ def graph_signature(start_id: str, executors: Mapping[str, Executor], groups: tu
         "executors": sorted(
             [
                 eid,
-                type(ex).__qualname__ if not isinstance(ex, FunctionExecutor) else f"fn:{ex._func.__qualname__}",
+                type(ex).__qualname__
+                if not isinstance(ex, FunctionExecutor)
+                else f"fn:{ex._func.__qualname__}",
                 sorted(_type_name(s.message_type) for s in ex.handler_specs),
             ]
             for eid, ex in executors.items()

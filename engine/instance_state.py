@@ -113,9 +113,19 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
         )
         shared_delta, executor_delta = StateDelta(), StateDelta()
     messages = changes.messages if changes.messages is not None else ([] if changes.fresh else state.messages)
-    fan_in = changes.fan_in_buffers if changes.fan_in_buffers is not None else ({} if changes.fresh else state.fan_in_buffers)
-    pending = changes.pending_requests if changes.pending_requests is not None else ({} if changes.fresh else state.pending_requests)
-    superstep = changes.superstep if changes.superstep is not None else (0 if changes.fresh else state.superstep)
+    fan_in = (
+        changes.fan_in_buffers
+        if changes.fan_in_buffers is not None
+        else ({} if changes.fresh else state.fan_in_buffers)
+    )
+    pending = (
+        changes.pending_requests
+        if changes.pending_requests is not None
+        else ({} if changes.fresh else state.pending_requests)
+    )
+    superstep = (
+        changes.superstep if changes.superstep is not None else (0 if changes.fresh else state.superstep)
+    )
     parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
     cp = Checkpoint(
         checkpoint_id=checkpoint_id,

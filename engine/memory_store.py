@@ -55,7 +55,8 @@ class MemoryStore(Store):
         hold = self._live_hold(instance_id)
         if hold is not None and hold.token != token:
             raise WorkflowRunInProgressError(
-                f"workflow instance {instance_id!r} is reserved by run {hold.owner.get('run_id')!r}", hold.owner
+                f"workflow instance {instance_id!r} is reserved by run {hold.owner.get('run_id')!r}",
+                hold.owner,
             )
         epoch = self._epochs.get(instance_id, 0) + 1
         self._epochs[instance_id] = epoch

@@ -41,7 +41,9 @@ async def route(
             buffered = False
             for group in groups:
                 if isinstance(group, DirectEdge):
-                    if (target_id is None or target_id == group.target) and await holds(group.condition, message):
+                    if (target_id is None or target_id == group.target) and await holds(
+                        group.condition, message
+                    ):
                         targets.append(group.target)
                 elif isinstance(group, FanOutEdges):
                     targets.extend(t for t in group.targets if target_id is None or target_id == t)

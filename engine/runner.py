@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .dispatch import Dispatcher, ExecutorBatch, SuperstepWork
+from .dispatch import Dispatcher, ExecutorBatch, SuperstepResult, SuperstepWork
 from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError
 from .events import EventType, WorkflowEvent
 from .graph import Graph
@@ -70,45 +70,55 @@ class SuperstepRunner:
         self.who = who
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
-        steps = 0
-        while self.state.messages:
-            if steps >= max_supersteps:
-                raise ConvergenceError(
-                    f"workflow {self.graph.name!r} reached max_supersteps={max_supersteps} with "
-                    f"{len(self.state.messages)} message(s) still queued; run() continues it"
-                )
-            steps += 1
-            async for event in self.superstep():
+        """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
+        state = self.state
+        for _ in range(max_supersteps):
+            if not state.messages:
+                return
+            superstep = state.superstep + 1
+            yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
+            live: list[WorkflowEvent] = []
+            result = await self._deliver(superstep, live)  # nothing is applied yet
+            for event in live:
                 yield event
+            failure = result.failure
+            if failure is not None:
+                error = ExecutorFailedError(
+                    failure.executor_id, failure.error_type, failure.message, failure.traceback
+                )
+                raise error from result.exception
+            for event in await self._commit(superstep, result.outcomes):  # the barrier
+                yield event
+        if state.messages:
+            raise ConvergenceError(
+                f"workflow {self.graph.name!r} reached max_supersteps={max_supersteps} with "
+                f"{len(state.messages)} message(s) still queued; run() continues it"
+            )
 
-    async def superstep(self) -> AsyncIterator[WorkflowEvent]:
+    async def _deliver(self, superstep: int, live: list[WorkflowEvent]) -> SuperstepResult:
+        """Run every queued delivery through the dispatcher; outcomes sorted into delivery order."""
         state, who = self.state, self.who
-        superstep = state.superstep + 1
-        yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
+        batches = plan(state.messages)
         work = SuperstepWork(
             instance_id=who.instance_id,
             run_id=who.run_id,
             superstep=superstep,
             workflow_name=self.graph.name,
             graph_signature=self.graph.signature,
-            batches=plan(state.messages),
+            batches=batches,
             shared_state=state.shared_state,
             executor_states=state.executor_states,
             lease_token=who.lease.token,
             epoch=who.lease.epoch,
         )
-        live: list[WorkflowEvent] = []
         result = await self.dispatcher.run_superstep(self.graph.executors, work, live.append)
-        for event in live:
-            yield event
-        if result.failure is not None:
-            failure = result.failure
-            error = ExecutorFailedError(failure.executor_id, failure.error_type, failure.message, failure.traceback)
-            raise error from result.exception
+        if len(batches) > 1:
+            result.outcomes.sort(key=_by_index)
+        return result
 
-        outcomes = result.outcomes
-        if len(work.batches) > 1:
-            outcomes = sorted(outcomes, key=_by_index)
+    async def _commit(self, superstep: int, outcomes: list[DeliveryOutcome]) -> list[WorkflowEvent]:
+        """The barrier: merge writes in delivery order, route, write the checkpoint, then emit its events."""
+        state, who = self.state, self.who
         routed = await route(self.graph, outcomes, state.fan_in_buffers)
         changes = barrier_changes(outcomes, state)
         changes.superstep = superstep
@@ -119,20 +129,21 @@ class SuperstepRunner:
                 f"lost the reservation of {who.instance_id!r} before committing superstep {superstep}"
             )
         checkpoint_id = await commit(self.store, state, changes, who)
-
+        events = [event for outcome in outcomes for event in outcome.emitted]
         dropped = routed.dropped + [o.dropped for o in outcomes if o.dropped]
-        for outcome in outcomes:
-            for event in outcome.emitted:
-                yield event
         if dropped:
-            yield WorkflowEvent(
-                EventType.WARNING,
-                f"{len(dropped)} message(s) dropped",
-                superstep=superstep,
-                details={"dropped": len(dropped), "reasons": dropped},
+            details = {"dropped": len(dropped), "reasons": dropped}
+            events.append(
+                WorkflowEvent(
+                    EventType.WARNING,
+                    f"{len(dropped)} message(s) dropped",
+                    superstep=superstep,
+                    details=details,
+                )
             )
-        yield WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep)
-        yield WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep)
+        events.append(WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep))
+        events.append(WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep))
+        return events
 
 
 def _by_index(outcome: DeliveryOutcome) -> Any:

@@ -30,6 +30,8 @@ from .checkpoint import Checkpoint, instance_of
 from .checkpoint_format import CheckpointRecord, DecodedCheckpoint, decode_record, encode_full
 from .errors import CheckpointNotFoundError
 
+_background: set[asyncio.Task[bool]] = set()
+
 
 @dataclass(slots=True)
 class Lease:
@@ -101,7 +103,9 @@ class Store(ABC):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # no loop: the lease expires by its TTL
-        loop.create_task(self.release(lease))
+        task = loop.create_task(self.release(lease))
+        _background.add(task)  # keep a reference until done, or the task may be collected mid-flight
+        task.add_done_callback(_background.discard)
 
     @abstractmethod
     async def describe(self, instance_id: str) -> ReservationInfo:

@@ -15,7 +15,11 @@ def _always(_: Any) -> bool:
 
 
 def is_catch_all(annotation: Any) -> bool:
-    return annotation in (Any, object, None) or annotation is typing.Any or isinstance(annotation, typing.TypeVar)
+    return (
+        annotation in (Any, object, None)
+        or annotation is typing.Any
+        or isinstance(annotation, typing.TypeVar)
+    )
 
 
 def flatten_union(annotation: Any) -> tuple[Any, ...]:

@@ -173,7 +173,9 @@ class Workflow:
         """Like ``run()``, as an async iterator of events; ``await stream.result()`` gives the ``RunResult``."""
         return WorkflowStream(self._start(message, responses, checkpoint_id))
 
-    def _start(self, message: Any, responses: Mapping[str, Any] | None, checkpoint_id: str | None) -> RunSession:
+    def _start(
+        self, message: Any, responses: Mapping[str, Any] | None, checkpoint_id: str | None
+    ) -> RunSession:
         if message is not _NO_MESSAGE and checkpoint_id is not None:
             raise ValueError("pass either a new message or a checkpoint_id to resume from, not both")
         if message is not _NO_MESSAGE and responses:
@@ -256,7 +258,9 @@ class Workflow:
                 await self.store.release(holder[0])
             self._release_local(token)
 
-    def _check_responses(self, state: InstanceState, responses: dict[str, Any]) -> list[tuple[PendingRequest, Any]]:
+    def _check_responses(
+        self, state: InstanceState, responses: dict[str, Any]
+    ) -> list[tuple[PendingRequest, Any]]:
         """Validate answers before anything runs: known ids, values of the requested type."""
         answers = []
         for request_id, value in responses.items():
@@ -361,7 +365,9 @@ class Workflow:
                         "the instance was not changed"
                     ) from exc
             state = InstanceState()
-            checkpoint_id = await commit(self.store, state, Changes(fresh=True, metadata={"reset": True}), who)
+            checkpoint_id = await commit(
+                self.store, state, Changes(fresh=True, metadata={"reset": True}), who
+            )
             self._state = state
             self._failed = False
             return checkpoint_id

@@ -1,0 +1,135 @@
+"""Engine benchmarks: supersteps/s and deliveries/s in process, with and without stored checkpoints.
+
+Prints one JSON object per line. The engine always encodes a checkpoint per superstep (that is its contract);
+"no store" runs use ``DiscardStore``, which accepts the encoded record and keeps nothing, so the difference to
+``MemoryStore`` is the cost of storing. Compare figures of one run side by side: this machine is noisy.
+
+    python bench/engine_bench.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from engine import Executor, MemoryStore, WorkflowBuilder, WorkflowContext, handler
+from engine.checkpoint_format import CheckpointRecord
+from engine.instance_state import Changes, Identity, InstanceState, commit
+from engine.store import Lease
+
+
+class DiscardStore(MemoryStore):
+    """Keeps the reservation rules but throws records away (isolates the loop from storage)."""
+
+    async def write_record(self, record: CheckpointRecord, lease: Lease | None) -> None:
+        return None
+
+    async def latest_id(self, instance_id: str) -> str | None:
+        return None
+
+
+class Relay(Executor):
+    @handler
+    async def on(self, n: int, ctx: WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+
+
+class Sink(Executor):
+    @handler
+    async def on(self, n: int, ctx: WorkflowContext) -> None:
+        await ctx.yield_output(n)
+
+
+class Splitter(Executor):
+    @handler
+    async def on(self, n: int, ctx: WorkflowContext[int]) -> None:
+        await ctx.send_message(n)
+
+
+class Join(Executor):
+    """Counts rounds in executor state and loops back to the splitter until ``rounds`` are done."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__("join")
+        self.rounds = rounds
+
+    @handler
+    async def on(self, items: list[int], ctx: WorkflowContext[int]) -> None:
+        done = ctx.get_executor_state(0) + 1
+        ctx.set_executor_state(done)
+        if done < self.rounds:
+            await ctx.send_message(done)
+        else:
+            await ctx.yield_output(done)
+
+
+def chain(length: int, store: Any) -> Any:
+    nodes = [Relay(f"r{i}") for i in range(length - 1)] + [Sink("sink")]
+    return WorkflowBuilder(name="chain", start_executor=nodes[0], max_supersteps=length + 5).add_chain(nodes).build(store=store)
+
+
+def fan(width: int, rounds: int, store: Any) -> Any:
+    split = Splitter("split")
+    workers = [Relay(f"w{i}") for i in range(width)]
+    join = Join(rounds)
+    return (
+        WorkflowBuilder(name="fan", start_executor=split, max_supersteps=rounds * 3 + 5)
+        .add_fan_out_edges(split, workers)
+        .add_fan_in_edges(workers, join)
+        .add_edge(join, split)
+        .build(store=store)
+    )
+
+
+async def timed(make: Any, repeats: int) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        wf = make()
+        t0 = time.perf_counter()
+        result = await wf.run(0)
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+async def checkpoint_cost(executors: int, supersteps: int) -> float:
+    """Seconds per commit when one executor's state changes out of ``executors`` (after warm-up)."""
+    store = MemoryStore(retention=10)
+    lease = store.reserve_nowait("inst", "tok", {})
+    who = Identity("inst", "bench", "sig", "run", lease)
+    state = InstanceState()
+    await commit(store, state, Changes(executor_sets={f"e{i}": {"count": 0} for i in range(executors)}), who)
+    t0 = time.perf_counter()
+    for step in range(supersteps):
+        await commit(store, state, Changes(superstep=step, executor_sets={"e0": {"count": step}}), who)
+    return (time.perf_counter() - t0) / supersteps
+
+
+async def main(quick: bool) -> None:
+    repeats = 2 if quick else 5
+    length, width, rounds = 200, 100, 20
+    supersteps = length  # one per executor; the input adds the superstep-0 checkpoint
+    for label, store_kind in (("no_store", DiscardStore), ("memory_store", MemoryStore)):
+        seconds, result = await timed(lambda store_kind=store_kind: chain(length, store_kind()), repeats)
+        assert result.outputs == [0]
+        print(json.dumps({"bench": "chain", "store": label, "executors": length, "seconds": round(seconds, 5),
+                          "supersteps_per_s": round(supersteps / seconds)}))
+        seconds, result = await timed(lambda store_kind=store_kind: fan(width, rounds, store_kind()), repeats)
+        assert result.outputs == [rounds]
+        deliveries = rounds * (width + 2)
+        print(json.dumps({"bench": "fan_out_fan_in", "store": label, "width": width, "rounds": rounds,
+                          "seconds": round(seconds, 5), "deliveries_per_s": round(deliveries / seconds)}))
+    costs = {}
+    for executors in (10, 1000):
+        costs[executors] = await checkpoint_cost(executors, 300 if quick else 2000)
+    print(json.dumps({"bench": "checkpoint_cost_one_changed", "us_per_commit_10": round(costs[10] * 1e6, 1),
+                      "us_per_commit_1000": round(costs[1000] * 1e6, 1),
+                      "ratio_1000_vs_10": round(costs[1000] / costs[10], 2)}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
+    asyncio.run(main(parser.parse_args().quick))
