@@ -8,10 +8,12 @@ at the last barrier, with the superstep's inputs still queued.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from .dispatch import Dispatcher, ExecutorBatch, SuperstepResult, SuperstepWork
+from .eager import start_eagerly
 from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError
 from .events import EventType, WorkflowEvent
 from .graph import Graph
@@ -68,6 +70,7 @@ class SuperstepRunner:
         self.dispatcher = dispatcher
         self.state = state
         self.who = who
+        self._delivered = SuperstepResult()
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
@@ -78,9 +81,21 @@ class SuperstepRunner:
             superstep = state.superstep + 1
             yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
             live: list[WorkflowEvent] = []
-            result = await self._deliver(superstep, live)  # nothing is applied yet
-            for event in live:
+            wake = asyncio.Event()
+            delivering = start_eagerly(self._deliver(superstep, live, wake))  # nothing is applied yet
+            seen = 0
+            try:
+                while delivering is not None and not delivering.done():  # handlers are awaiting: stream live
+                    for event in live[seen:]:
+                        yield event
+                    seen = len(live)
+                    await _first_of(delivering, wake)
+            finally:
+                if delivering is not None and not delivering.done():
+                    delivering.cancel()
+            for event in live[seen:]:
                 yield event
+            result = delivering.result() if delivering is not None else self._delivered
             failure = result.failure
             if failure is not None:
                 error = ExecutorFailedError(
@@ -95,8 +110,19 @@ class SuperstepRunner:
                 f"{len(state.messages)} message(s) still queued; run() continues it"
             )
 
-    async def _deliver(self, superstep: int, live: list[WorkflowEvent]) -> SuperstepResult:
-        """Run every queued delivery through the dispatcher; outcomes sorted into delivery order."""
+    async def _deliver(
+        self, superstep: int, live: list[WorkflowEvent], wake: asyncio.Event
+    ) -> SuperstepResult:
+        """Run every queued delivery through the dispatcher; outcomes sorted into delivery order.
+
+        Executor events go to ``live`` as they happen (``wake`` tells a waiting stream). The result is also
+        kept in ``_delivered`` for the common case where nothing suspended and no Task was made.
+        """
+
+        def emit(event: WorkflowEvent) -> None:
+            live.append(event)
+            wake.set()
+
         state, who = self.state, self.who
         batches = plan(state.messages)
         work = SuperstepWork(
@@ -111,9 +137,10 @@ class SuperstepRunner:
             lease_token=who.lease.token,
             epoch=who.lease.epoch,
         )
-        result = await self.dispatcher.run_superstep(self.graph.executors, work, live.append)
+        result = await self.dispatcher.run_superstep(self.graph.executors, work, emit)
         if len(batches) > 1:
             result.outcomes.sort(key=_by_index)
+        self._delivered = result
         return result
 
     async def _commit(self, superstep: int, outcomes: list[DeliveryOutcome]) -> list[WorkflowEvent]:
@@ -144,6 +171,16 @@ class SuperstepRunner:
         events.append(WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep))
         events.append(WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep))
         return events
+
+
+async def _first_of(task: asyncio.Task[SuperstepResult], wake: asyncio.Event) -> None:
+    """Wait until the task finishes or a new live event arrives."""
+    wake.clear()
+    waiter = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 def _by_index(outcome: DeliveryOutcome) -> Any:
