@@ -237,7 +237,7 @@ class Workflow:
                 yield event
             yield WorkflowEvent(EventType.STATUS, state.run_state())
         except Exception as exc:
-            if started:
+            if started and self._token == token:  # a superseded run never touches the handle
                 self._failed = True
                 yield WorkflowEvent(
                     EventType.FAILED,
@@ -248,7 +248,7 @@ class Workflow:
                 yield WorkflowEvent(EventType.STATUS, RunState.FAILED)
             raise
         except BaseException:  # cancelled, or the stream was closed: the state is the last barrier's
-            if started:
+            if started and self._token == token:
                 self._failed = True
             raise
         finally:
