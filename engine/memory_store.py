@@ -107,12 +107,13 @@ class MemoryStore(Store):
                 f"the lease on {lease.instance_id!r} (epoch {lease.epoch}) has ended; "
                 f"checkpoint {record.checkpoint_id!r} was not written"
             )
-        if record.checkpoint_id in self._heads:
-            self._drop(record.checkpoint_id)
         if record.keyframe is not None:
             self._keyframes[record.keyframe_id] = record.keyframe
-        self._heads[record.checkpoint_id] = (record.head, record.keyframe_id, record.instance_id)
+        # count the new reference before dropping a rewritten id, so a keyframe both name survives
         self._keyframe_refs[record.keyframe_id] = self._keyframe_refs.get(record.keyframe_id, 0) + 1
+        if record.checkpoint_id in self._heads:
+            self._drop(record.checkpoint_id)
+        self._heads[record.checkpoint_id] = (record.head, record.keyframe_id, record.instance_id)
         ids = self._index.setdefault(record.instance_id, [])
         ids.append(record.checkpoint_id)
         while len(ids) > self.retention:

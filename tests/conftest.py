@@ -99,18 +99,22 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(store_kind: str, request: pytest.FixtureRequest):
+async def store(store_kind: str, request: pytest.FixtureRequest):
     """Every store implementation, so one behaviour suite checks them all (the conformance suite)."""
     from engine import MemoryStore
 
     if store_kind == "memory":
-        return MemoryStore()
+        yield MemoryStore()
+        return
     from broker import RedisStore
 
     if store_kind == "fakeredis":
         import fakeredis
 
-        return RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), prefix="bftest")
+        yield RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), prefix="bftest")
+        return
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("real_redis_prefix")
-    return RedisStore.from_url(url, prefix=prefix)
+    redis_store = RedisStore.from_url(url, prefix=prefix)
+    yield redis_store
+    await redis_store.aclose()

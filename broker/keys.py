@@ -1,0 +1,92 @@
+"""Where an instance's data lives in Redis: one hash tag per instance, so one Redis Cluster slot.
+
+Every key of instance ``I`` under prefix ``P`` is ``P:{I}:<suffix>``. Redis Cluster hashes only the text
+between the first ``{`` and the next ``}``, so all of them land in one slot, and a Lua script may touch any of
+them in one atomic call (the fenced write checks the lock and the epoch and writes the checkpoint keys
+together). That is also why an instance id or a prefix containing a brace is refused: it would move or split
+the hash tag.
+
+=================  ==========  ===============================================================================
+suffix             type        holds
+=================  ==========  ===============================================================================
+``lock``           string      the holder's token; PX = lease TTL
+``owner``          string      JSON about the holder (host, pid, run_id, since); same PX as ``lock``
+``epoch``          string/int  fencing counter, INCR on every reserve; never deleted, never given a TTL
+``index``          zset        checkpoint ids scored by a per-instance sequence (newest = highest)
+``kfmap``          hash        checkpoint id -> keyframe id
+``kfrefs``         hash        keyframe id -> number of heads that name it
+``ckpt:<id>``      string      encoded checkpoint head
+``kf:<id>``        string      encoded keyframe (full shared + executor state)
+=================  ==========  ===============================================================================
+
+Other suffixes are free for fenced records of other components (``RedisStore.fenced_set``), e.g. the
+workers' results.
+"""
+
+from __future__ import annotations
+
+#: Suffixes owned by the store itself; ``fenced_set`` may not write them.
+RESERVED_SUFFIXES = frozenset({"lock", "owner", "epoch", "index", "kfmap", "kfrefs"})
+RESERVED_SUFFIX_PREFIXES = ("ckpt:", "kf:")
+
+
+def check_instance_id(instance_id: str) -> str:
+    """``instance_id`` if it can sit in a hash tag, else ``ValueError`` (braces would break the one slot)."""
+    if not isinstance(instance_id, str) or not instance_id:
+        raise ValueError(f"instance id must be a non-empty string, not {instance_id!r}")
+    if "{" in instance_id or "}" in instance_id:
+        raise ValueError(
+            f"instance id {instance_id!r} contains '{{' or '}}': it would break the Redis Cluster hash tag "
+            "that keeps an instance's keys in one slot; choose an id without braces"
+        )
+    return instance_id
+
+
+class KeySpace:
+    """Key names of every instance under one prefix (several deployments can share a Redis by prefix)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"key prefix {prefix!r} must be non-empty and contain no braces")
+        self.prefix = prefix
+
+    def base(self, instance_id: str) -> str:
+        """``P:{I}:`` — the Lua scripts append ``ckpt:<id>`` / ``kf:<id>`` to it (same slot)."""
+        return f"{self.prefix}:{{{check_instance_id(instance_id)}}}:"
+
+    def key(self, instance_id: str, suffix: str) -> str:
+        return self.base(instance_id) + suffix
+
+    def lock(self, instance_id: str) -> str:
+        return self.key(instance_id, "lock")
+
+    def owner(self, instance_id: str) -> str:
+        return self.key(instance_id, "owner")
+
+    def epoch(self, instance_id: str) -> str:
+        return self.key(instance_id, "epoch")
+
+    def index(self, instance_id: str) -> str:
+        return self.key(instance_id, "index")
+
+    def kfmap(self, instance_id: str) -> str:
+        return self.key(instance_id, "kfmap")
+
+    def kfrefs(self, instance_id: str) -> str:
+        return self.key(instance_id, "kfrefs")
+
+    def head(self, instance_id: str, checkpoint_id: str) -> str:
+        return self.key(instance_id, f"ckpt:{checkpoint_id}")
+
+    def keyframe(self, instance_id: str, keyframe_id: str) -> str:
+        return self.key(instance_id, f"kf:{keyframe_id}")
+
+    def user_key(self, instance_id: str, suffix: str) -> str:
+        """A key for another component's record in the instance's slot; refuses the store's own names."""
+        if not suffix or suffix in RESERVED_SUFFIXES or suffix.startswith(RESERVED_SUFFIX_PREFIXES):
+            raise ValueError(
+                f"key suffix {suffix!r} is empty or reserved by the checkpoint store "
+                f"({', '.join(sorted(RESERVED_SUFFIXES))}, ckpt:*, kf:*); "
+                "use your own namespace, e.g. 'result:...'"
+            )
+        return self.key(instance_id, suffix)

@@ -1,0 +1,339 @@
+"""``RedisStore``: the distributed store. Reservations and checkpoints of workflow instances live in Redis.
+
+It implements the byte-level primitives of ``engine.store.Store`` (the public checkpoint API is written once
+there) with the same semantics as ``engine.memory_store.MemoryStore``, so both pass one conformance suite.
+
+Why every mutation is a single Lua call: the reservation is a lease that can end behind its holder's back
+(the GC-pause timeline in ``engine/store.py``). A check of the lease followed by a separate write would
+leave a gap in which another run reserves; checking token and epoch *inside* the script that writes closes
+it. The same rule makes a write all-or-nothing: a failed call reports ``StoreError`` and a fenced-out call
+``ReservationLostError``, never success.
+
+Keys: see ``broker/keys.py`` (one hash tag per instance, so one Redis Cluster slot). Scripts: the ``.lua``
+files beside this module, each with its KEYS/ARGV/reply header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from engine.checkpoint_format import CheckpointRecord
+from engine.errors import ReservationLostError, StoreError, WorkflowRunInProgressError
+from engine.store import Lease, ReservationInfo, Store
+
+from .keys import KeySpace, check_instance_id
+from .scripts import Scripts
+
+logger = logging.getLogger("barrierflow.broker")
+
+_WRITTEN, _LOCK_GONE, _EPOCH_MOVED = 0, 1, 2
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+@contextmanager
+def _redis_errors(operation: str, instance_id: str | None) -> Iterator[None]:
+    """Re-raise backend failures (connection, timeout, WRONGTYPE...) as ``StoreError`` naming the call."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        where = f" of instance {instance_id!r}" if instance_id is not None else ""
+        raise StoreError(f"redis store: {operation}{where} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode_owner(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        owner = json.loads(raw)
+    except ValueError:
+        return {"raw": raw.decode("utf-8", "replace")}
+    return owner if isinstance(owner, dict) else {"raw": owner}
+
+
+def _describe_owner(owner: dict[str, Any]) -> str:
+    since = owner.get("since")
+    when = (
+        datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds")
+        if isinstance(since, int | float)
+        else "?"
+    )
+    host, pid = owner.get("host", "?"), owner.get("pid", "?")
+    return f"run {owner.get('run_id')!r} (host {host}, pid {pid}, since {when})"
+
+
+class RedisStore(Store):
+    """``Store`` on Redis. Construct with an async client, or with ``from_url``.
+
+    ``lock_ttl``: lease TTL in seconds (the runner renews about every third of it). ``retention``:
+    checkpoints kept per instance. ``checkpoint_ttl``: when set, an instance's checkpoint keys expire that
+    many seconds after its newest checkpoint write (never the lock or the epoch). ``prefix`` separates
+    deployments sharing one Redis.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "barrierflow",
+        lock_ttl: float = 30.0,
+        retention: int = 50,
+        checkpoint_ttl: float | None = None,
+    ) -> None:
+        if retention < 1:
+            raise ValueError("retention must keep at least one checkpoint")
+        if lock_ttl <= 0:
+            raise ValueError(f"lock_ttl must be positive seconds, not {lock_ttl!r}")
+        if checkpoint_ttl is not None and checkpoint_ttl <= 0:
+            raise ValueError(f"checkpoint_ttl must be positive seconds or None, not {checkpoint_ttl!r}")
+        encoder = getattr(client, "get_encoder", None)
+        if encoder is not None and encoder().decode_responses:
+            raise ValueError("RedisStore needs a binary-safe client: create it without decode_responses=True")
+        self.client = client
+        self.keys = KeySpace(prefix)
+        self.lock_ttl = lock_ttl
+        self.retention = retention
+        self.checkpoint_ttl = checkpoint_ttl
+        self._scripts = Scripts.register(client)
+        self._owns_client = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "barrierflow",
+        lock_ttl: float = 30.0,
+        retention: int = 50,
+        checkpoint_ttl: float | None = None,
+        **client_options: Any,
+    ) -> RedisStore:
+        """A store on ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS); options pass to redis-py.
+
+        redis-py parses replies with hiredis whenever it is installed (``uses_hiredis`` tells).
+        """
+        if client_options.get("decode_responses"):
+            raise ValueError("RedisStore needs a binary-safe client: decode_responses must stay False")
+        client_options["decode_responses"] = False
+        client_options.setdefault("socket_connect_timeout", 5.0)
+        store = cls(
+            Redis.from_url(url, **client_options),
+            prefix=prefix,
+            lock_ttl=lock_ttl,
+            retention=retention,
+            checkpoint_ttl=checkpoint_ttl,
+        )
+        store._owns_client = True
+        return store
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    @property
+    def uses_hiredis(self) -> bool:
+        """Whether this client's connections parse replies with hiredis (redis-py picks it when installed)."""
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is None:
+            return False
+        from redis.asyncio.connection import DefaultParser
+
+        parser = pool.connection_kwargs.get("parser_class", DefaultParser)
+        return "Hiredis" in parser.__name__
+
+    async def aclose(self) -> None:
+        """Close the connection pool if ``from_url`` created it (a client passed in belongs to the caller)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    def instance_key(self, instance_id: str, suffix: str) -> str:
+        """``{prefix}:{<instance>}:<suffix>``: a key in the instance's slot, for ``fenced_set`` records."""
+        return self.keys.user_key(instance_id, suffix)
+
+    # -- reservation ---------------------------------------------------------------------------------------
+
+    async def reserve(self, instance_id: str, token: str, owner: dict[str, Any]) -> Lease:
+        keys = self.keys
+        with _redis_errors("reserve", instance_id):
+            reply = await self._scripts.acquire(
+                keys=[keys.lock(instance_id), keys.owner(instance_id), keys.epoch(instance_id)],
+                args=[token, json.dumps(owner, default=str), _ms(self.lock_ttl)],
+            )
+        if reply[0] == 1:
+            return Lease(instance_id, token, int(reply[1]), self.lock_ttl)
+        holder = _decode_owner(reply[1])
+        pttl = int(reply[2]) if len(reply) > 2 and reply[2] is not None else -1
+        expiry = f"; its lease ends in {pttl / 1000:.1f} s unless renewed" if pttl >= 0 else ""
+        raise WorkflowRunInProgressError(
+            f"workflow instance {instance_id!r} is reserved by {_describe_owner(holder)}{expiry}", holder
+        )
+
+    def _lease_keys(self, lease: Lease) -> list[str]:
+        keys = self.keys
+        return [keys.lock(lease.instance_id), keys.owner(lease.instance_id), keys.epoch(lease.instance_id)]
+
+    async def renew(self, lease: Lease) -> bool:
+        with _redis_errors("renew", lease.instance_id):
+            renewed = await self._scripts.renew(
+                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, _ms(lease.ttl)]
+            )
+        if not renewed:
+            lease.lost = True
+            return False
+        return True
+
+    async def release(self, lease: Lease) -> bool:
+        with _redis_errors("release", lease.instance_id):
+            released = await self._scripts.release(
+                keys=self._lease_keys(lease), args=[lease.token, lease.epoch]
+            )
+        if not released:
+            logger.warning(
+                "release of workflow instance %r (epoch %d) changed nothing: this run no longer held it "
+                "(its lease expired or another run reserved it since)",
+                lease.instance_id,
+                lease.epoch,
+            )
+        return bool(released)
+
+    async def describe(self, instance_id: str) -> ReservationInfo:
+        keys = self.keys
+        lock = keys.lock(instance_id)
+        with _redis_errors("describe", instance_id):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.exists(lock).pttl(lock).get(keys.owner(instance_id)).get(keys.epoch(instance_id))
+                exists, pttl, owner, epoch = await pipe.execute()
+        epoch_number = int(epoch) if epoch is not None else 0
+        if not exists:
+            return ReservationInfo(instance_id, held=False, epoch=epoch_number)
+        ttl_left = pttl / 1000 if pttl >= 0 else None
+        return ReservationInfo(instance_id, True, epoch_number, ttl_left, _decode_owner(owner))
+
+    # -- fenced records of other components --------------------------------------------------------------
+
+    async def fenced_set(
+        self,
+        lease_token: str,
+        epoch: int,
+        instance_id: str,
+        key_suffix: str,
+        value: bytes,
+        ttl_seconds: float | None,
+    ) -> bool:
+        """Write ``value`` at ``instance_key(instance_id, key_suffix)`` only if the lease still holds.
+
+        For the workers: a task carries the coordinator's token and epoch, and its result is one Lua call that
+        checks both before the ``SET``, so a task redelivered after its run lost the lease writes nothing.
+        ``False`` when fenced out. ``ttl_seconds`` (None: no expiry) bounds how long the record stays.
+        Read such records with ``store.client.get(store.instance_key(...))``.
+        """
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be positive or None, not {ttl_seconds!r}")
+        keys = self.keys
+        target = keys.user_key(instance_id, key_suffix)
+        with _redis_errors(f"fenced_set of {key_suffix!r}", instance_id):
+            written = await self._scripts.fenced_set(
+                keys=[keys.lock(instance_id), keys.epoch(instance_id), target],
+                args=[lease_token, epoch, value, 0 if ttl_seconds is None else _ms(ttl_seconds)],
+            )
+        return bool(written)
+
+    # -- checkpoint records --------------------------------------------------------------------------------
+
+    async def write_record(self, record: CheckpointRecord, lease: Lease | None) -> None:
+        instance_id = record.instance_id
+        if lease is not None and lease.instance_id != instance_id:
+            raise ValueError(
+                f"checkpoint {record.checkpoint_id!r} belongs to {instance_id!r} but the lease is on "
+                f"{lease.instance_id!r}"
+            )
+        keys = self.keys
+        with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", instance_id):
+            status = await self._scripts.fenced_write(
+                keys=[
+                    keys.lock(instance_id),
+                    keys.epoch(instance_id),
+                    keys.index(instance_id),
+                    keys.kfmap(instance_id),
+                    keys.kfrefs(instance_id),
+                    keys.head(instance_id, record.checkpoint_id),
+                    keys.keyframe(instance_id, record.keyframe_id),
+                ],
+                args=[
+                    "" if lease is None else lease.token,
+                    0 if lease is None else lease.epoch,
+                    record.checkpoint_id,
+                    record.keyframe_id,
+                    record.head,
+                    0 if record.keyframe is None else 1,
+                    b"" if record.keyframe is None else record.keyframe,
+                    self.retention,
+                    0 if self.checkpoint_ttl is None else _ms(self.checkpoint_ttl),
+                    keys.base(instance_id),
+                ],
+            )
+        if status == _WRITTEN:
+            return
+        assert lease is not None  # an unfenced write is never refused
+        lease.lost = True
+        why = "another run reserved it since" if status == _EPOCH_MOVED else "it expired or was taken over"
+        raise ReservationLostError(
+            f"the lease on {instance_id!r} (epoch {lease.epoch}) has ended ({why}); "
+            f"checkpoint {record.checkpoint_id!r} was not written"
+        )
+
+    async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
+        instance_id = self._instance_or_none(checkpoint_id)
+        if instance_id is None:
+            return None
+        keys = self.keys
+        with _redis_errors(f"read of checkpoint {checkpoint_id!r}", instance_id):
+            reply = await self._scripts.read_record(
+                keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
+                args=[checkpoint_id, keys.base(instance_id)],
+            )
+        if reply is None:
+            return None
+        return reply[0], reply[1] if len(reply) > 1 else None
+
+    async def list_ids(self, instance_id: str) -> list[str]:
+        with _redis_errors("list_ids", instance_id):
+            ids = await self.client.zrevrange(self.keys.index(instance_id), 0, -1)
+        return [i.decode() for i in ids]
+
+    async def latest_id(self, instance_id: str) -> str | None:
+        with _redis_errors("latest_id", instance_id):
+            ids = await self.client.zrevrange(self.keys.index(instance_id), 0, 0)
+        return ids[0].decode() if ids else None
+
+    async def delete_record(self, checkpoint_id: str) -> bool:
+        instance_id = self._instance_or_none(checkpoint_id)
+        if instance_id is None:
+            return False
+        keys = self.keys
+        with _redis_errors(f"delete of checkpoint {checkpoint_id!r}", instance_id):
+            deleted = await self._scripts.delete_record(
+                keys=[keys.index(instance_id), keys.kfmap(instance_id), keys.kfrefs(instance_id)],
+                args=[checkpoint_id, keys.base(instance_id)],
+            )
+        return bool(deleted)
+
+    def _instance_or_none(self, checkpoint_id: str) -> str | None:
+        """The instance whose keys would hold ``checkpoint_id``; ``None`` when no key of this store could."""
+        instance_id = self.instance_of(checkpoint_id)
+        if instance_id is None:
+            return None
+        try:
+            return check_instance_id(instance_id)
+        except ValueError:
+            return None

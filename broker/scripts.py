@@ -1,0 +1,45 @@
+"""The Lua scripts of the Redis store, read from the ``.lua`` files beside this module.
+
+Each script is registered with ``client.register_script``: calls go out as ``EVALSHA`` and redis-py loads
+the script and retries once when the server answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). Each
+file's header states its KEYS, ARGV and replies; ``checkpoint_lib.lua`` holds helpers prepended to the
+scripts that drop heads, so the retention and delete paths share one definition of "drop".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+_WITH_CHECKPOINT_LIB = frozenset({"fenced_write", "delete_record"})
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text of ``broker/<name>.lua``, with the shared helpers in front where the script uses them."""
+    package = resources.files(__package__)
+    text = package.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name in _WITH_CHECKPOINT_LIB:
+        text = package.joinpath("checkpoint_lib.lua").read_text(encoding="utf-8") + "\n" + text
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The store's scripts, bound to one client."""
+
+    acquire: AsyncScript
+    renew: AsyncScript
+    release: AsyncScript
+    fenced_write: AsyncScript
+    fenced_set: AsyncScript
+    read_record: AsyncScript
+    delete_record: AsyncScript
+
+    @classmethod
+    def register(cls, client: Redis) -> Scripts:
+        return cls(**{name: client.register_script(script_source(name)) for name in cls.__slots__})
