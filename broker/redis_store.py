@@ -15,9 +15,11 @@ files beside this module, each with its KEYS/ARGV/reply header.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -99,13 +101,20 @@ class RedisStore(Store):
         encoder = getattr(client, "get_encoder", None)
         if encoder is not None and encoder().decode_responses:
             raise ValueError("RedisStore needs a binary-safe client: create it without decode_responses=True")
-        self.client = client
+        self._client = client
         self.keys = KeySpace(prefix)
         self.lock_ttl = lock_ttl
         self.retention = retention
         self.checkpoint_ttl = checkpoint_ttl
-        self._scripts = Scripts.register(client)
+        self._home_scripts = Scripts.register(client)
         self._owns_client = False
+        # from_url stores make one client per event loop: redis.asyncio connections belong to the loop that
+        # opened them, and a program may well call asyncio.run() twice with the same store.
+        self._client_factory: Callable[[], Redis] | None = None
+        self._home_claimed = False  # the first loop to use the store gets the client made by from_url
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Redis, Scripts]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @classmethod
     def from_url(
@@ -134,7 +143,36 @@ class RedisStore(Store):
             checkpoint_ttl=checkpoint_ttl,
         )
         store._owns_client = True
+        store._client_factory = lambda: Redis.from_url(url, **client_options)
         return store
+
+    def _bound(self) -> tuple[Redis, Scripts]:
+        """The client (and its scripts) for the running event loop."""
+        if self._client_factory is None:
+            return self._client, self._home_scripts
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._client, self._home_scripts
+        bound = self._per_loop.get(loop)
+        if bound is None:
+            if not self._home_claimed:
+                self._home_claimed = True
+                bound = (self._client, self._home_scripts)
+            else:
+                client = self._client_factory()
+                bound = (client, Scripts.register(client))
+            self._per_loop[loop] = bound
+        return bound
+
+    @property
+    def client(self) -> Redis:
+        """The redis.asyncio client for the running event loop."""
+        return self._bound()[0]
+
+    @property
+    def _scripts(self) -> Scripts:
+        return self._bound()[1]
 
     @property
     def prefix(self) -> str:
@@ -154,7 +192,9 @@ class RedisStore(Store):
     async def aclose(self) -> None:
         """Close the connection pool if ``from_url`` created it (a client passed in belongs to the caller)."""
         if self._owns_client:
-            await self.client.aclose()
+            client = self.client
+            self._per_loop.pop(asyncio.get_running_loop(), None)
+            await client.aclose()
 
     def instance_key(self, instance_id: str, suffix: str) -> str:
         """``{prefix}:{<instance>}:<suffix>``: a key in the instance's slot, for ``fenced_set`` records."""
