@@ -21,6 +21,7 @@ from typing import Any
 from . import codec
 from .checkpoint import Checkpoint
 from .errors import CheckpointDecodeError
+from .messages import Delivery
 
 #: A keyframe is cut once the cumulative delta holds this many entries, whatever the state size.
 MAX_DELTA_ENTRIES = 64
@@ -91,7 +92,7 @@ def encode_record(
         "sig": cp.graph_signature,
         "prev": cp.previous_checkpoint_id,
         "step": cp.superstep,
-        "messages": cp.messages,
+        "messages": [[d.target_id, d.message, list(d.source_ids), d.request] for d in cp.messages],
         "fan_in": cp.fan_in_buffers,
         "pending": cp.pending_requests,
         "run": cp.run_id,
@@ -150,7 +151,10 @@ def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
             graph_signature=fields["sig"],
             previous_checkpoint_id=fields["prev"],
             superstep=fields["step"],
-            messages=list(fields["messages"]),
+            messages=[
+                Delivery(target, message, tuple(sources), request)
+                for target, message, sources, request in fields["messages"]
+            ],
             shared_state=shared_delta.apply_to(kf["shared"]),
             executor_states=executor_delta.apply_to(kf["exec"]),
             fan_in_buffers=fields["fan_in"],
@@ -163,6 +167,6 @@ def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
         )
     except CheckpointDecodeError:
         raise
-    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointDecodeError(f"checkpoint record is malformed: {type(exc).__name__}: {exc}") from exc
     return DecodedCheckpoint(cp, fields["kf"], shared_delta, executor_delta)
