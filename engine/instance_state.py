@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from . import codec
 from .checkpoint import Checkpoint, new_checkpoint_id
 from .checkpoint_format import DecodedCheckpoint, StateDelta, encode_record, needs_keyframe
+from .errors import SerializationError
 from .events import RunState
 from .messages import Delivery, PendingRequest
 from .store import Lease, Store
@@ -142,13 +144,16 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
         created_at=datetime.now(UTC),
         metadata=changes.metadata,
     )
-    record = encode_record(
-        cp,
-        keyframe_id=keyframe_id,
-        shared_delta=shared_delta,
-        executor_delta=executor_delta,
-        keyframe_state=keyframe_state,
-    )
+    try:
+        record = encode_record(
+            cp,
+            keyframe_id=keyframe_id,
+            shared_delta=shared_delta,
+            executor_delta=executor_delta,
+            keyframe_state=keyframe_state,
+        )
+    except SerializationError as exc:
+        raise _in_user_terms(exc, cp, changes) from exc
     await store.write_record(record, who.lease)
     # stored: now, and only now, the live state changes
     if keyframe_state is not None:
@@ -164,6 +169,22 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     state.keyframe_id = keyframe_id
     state.shared_delta, state.executor_delta = shared_delta, executor_delta
     return checkpoint_id
+
+
+def _in_user_terms(error: SerializationError, cp: Checkpoint, changes: Changes) -> SerializationError:
+    """Say which message, state key or request holds the value (slow path: only after encoding failed)."""
+    suspects: list[tuple[str, Any]] = [
+        (f"the message for {d.target_id!r} from {', '.join(d.source_ids)!r}", d.message) for d in cp.messages
+    ]
+    suspects += [(f"shared state key {key!r}", value) for key, value in changes.shared_sets.items()]
+    suspects += [(f"the executor state of {eid!r}", value) for eid, value in changes.executor_sets.items()]
+    suspects += [(f"the data of request {rid!r}", r.data) for rid, r in cp.pending_requests.items()]
+    for where, value in suspects:
+        try:
+            codec.encode(value)
+        except SerializationError as inner:
+            return SerializationError(f"checkpoint of superstep {cp.superstep}: {where}: {inner}")
+    return error
 
 
 def _applied(base: dict[str, Any], sets: dict[str, Any], deletes: set[str]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from engine import (
     Executor,
     ExecutorFailedError,
     RunState,
+    SerializationError,
     WorkflowBuilder,
     WorkflowContext,
     WorkflowError,
@@ -210,3 +211,31 @@ async def test_slow_sibling_results_are_discarded():
     cp = await latest(wf)
     assert cp.shared_state == {"start": "x"}
     assert queued(cp) == [("slow", "x"), ("flaky", "x")]
+
+
+class _SendsUnencodable(Executor):
+    @handler
+    async def on(self, text: str, ctx: WorkflowContext) -> None:
+        ctx.set_state("kept", "no")
+        await ctx.send_message({"payload": [1, object()]})
+
+
+class _TakesAnything(Executor):
+    @handler
+    async def on(self, message: object, ctx: WorkflowContext) -> None:
+        await ctx.yield_output(message)
+
+
+async def test_unencodable_message_fails_naming_route_and_path_and_commits_nothing():
+    source, sink = _SendsUnencodable("source"), _TakesAnything("sink")
+    wf = WorkflowBuilder(name="unencodable", start_executor=source).add_edge(source, sink).build()
+    with pytest.raises(SerializationError) as caught:
+        await wf.run("go")
+    text = str(caught.value)
+    assert "the message for 'sink' from 'source'" in text
+    assert "$['payload'][1]" in text
+    assert wf.status == RunState.FAILED
+    latest_cp = await wf.store.latest_checkpoint(wf.instance_id)
+    assert latest_cp.superstep == 0  # only the run-entry checkpoint: superstep 1 never committed
+    assert latest_cp.shared_state == {}
+    assert [d.message for d in latest_cp.messages] == ["go"]
