@@ -1,0 +1,144 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: valid YAML, the services the README
+promises, healthchecks, Redis durability flags, and commands that the CLI really accepts."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import typer.main
+import yaml
+
+from barrierflow_cli.main import app
+from tests.cli.conftest import ROOT
+
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    data = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def argv_of(command: str | list[str]) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def check_cli_accepts(argv: list[str]) -> Any:
+    """Parse ``argv`` with the real CLI (without running it): unknown commands or options raise ``UsageError``."""
+    assert argv[0] == "barrierflow", argv
+    group = typer.main.get_command(app)  # typer's (vendored) click group: duck-typed here
+    with group.context_class(group, info_name="barrierflow") as ctx:
+        command = group.get_command(ctx, argv[1])
+        if command is None:
+            raise LookupError(f"no barrierflow command {argv[1]!r}")
+        command.make_context(argv[1], argv[2:], parent=ctx).close()
+    return command
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    return any(k.__name__ == "UsageError" for k in type(exc).__mro__)
+
+
+def test_services_and_the_shared_image(compose: dict) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "worker", "coordinator"}
+    worker, coordinator = services["worker"], services["coordinator"]
+    assert worker["build"] == coordinator["build"] == "."
+    assert worker["image"] == coordinator["image"]
+    assert "container_name" not in worker and "ports" not in worker  # or --scale worker=4 would clash
+
+
+def test_redis_keeps_checkpoints_and_never_evicts(compose: dict) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = " ".join(argv_of(redis["command"]))
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert any(str(v).endswith(":/data") for v in redis["volumes"])
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_every_service_has_a_healthcheck(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        check = service.get("healthcheck")
+        assert check and check.get("test"), f"service {name} has no healthcheck"
+        assert check["test"][0] in ("CMD", "CMD-SHELL"), name
+    worker_check = compose["services"]["worker"]["healthcheck"]["test"]
+    assert worker_check[0] == "CMD-SHELL"  # the shell expands $HOSTNAME (written $$HOSTNAME for compose)
+    assert "celery -A workers.app inspect ping -d celery@$$HOSTNAME" in worker_check[1]
+
+
+def test_the_workers_and_coordinator_wait_for_a_healthy_redis(compose: dict) -> None:
+    for name in ("worker", "coordinator"):
+        assert compose["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_service_commands_exist_in_the_cli(compose: dict) -> None:
+    worker_argv = argv_of(compose["services"]["worker"]["command"])
+    assert check_cli_accepts(worker_argv).name == "worker"
+    imports = [worker_argv[i + 1] for i, arg in enumerate(worker_argv) if arg in ("--import", "-I")]
+    assert "examples.document_pipeline" in imports
+    for module in imports:
+        __import__(module)
+
+    coordinator_argv = argv_of(compose["services"]["coordinator"]["command"])
+    assert check_cli_accepts(coordinator_argv).name == "run"
+    assert "--celery" in coordinator_argv
+    assert coordinator_argv[coordinator_argv.index("--redis") + 1] == "redis://redis:6379/0"
+    target = coordinator_argv[2]
+    assert target.split(":")[0] in imports, "the workers must import the coordinator's workflow"
+
+
+def test_the_coordinator_input_runs_embedded(compose: dict) -> None:
+    """The coordinator's workflow and input are valid: the same run, embedded, gives a report."""
+    from typer.testing import CliRunner
+
+    from tests.cli.conftest import json_lines
+
+    argv = argv_of(compose["services"]["coordinator"]["command"])
+    embedded = [a for a in argv[1:] if a != "--celery"]
+    del embedded[embedded.index("--redis") : embedded.index("--redis") + 2]
+    result = CliRunner().invoke(app, embedded)
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout)[-1]["outputs"][0]["title"] == "compose demo"
+
+
+def test_cli_parse_check_rejects_what_does_not_exist() -> None:
+    with pytest.raises(LookupError):
+        check_cli_accepts(["barrierflow", "frobnicate"])
+    with pytest.raises(Exception) as bad_option:
+        check_cli_accepts(["barrierflow", "run", "x:y", "--bogus"])
+    assert is_usage_error(bad_option.value)
+    with pytest.raises(Exception) as missing_argument:
+        check_cli_accepts(["barrierflow", "graph"])
+    assert is_usage_error(missing_argument.value)
+
+
+def test_dockerfile_builds_the_one_image() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.splitlines()[1].startswith("FROM python:3.11-slim")
+    assert "RUN pip install ." in text
+    for package in ("engine", "broker", "workers", "examples", "barrierflow_cli"):
+        assert f"COPY {package} ./{package}" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".git" in ignored
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
+def test_docker_compose_config_when_available() -> None:
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("docker compose plugin not installed")
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,182 @@
+"""The examples the README and the CLI use: each runs embedded and does what its docstring says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import EventType, MemoryStore, RunState, register_workflow
+from engine.errors import ExecutorFailedError
+from engine.registry import workflow_factory
+from examples.approval_flow import MAX_REVISIONS, ApprovalRequest, Decision, approval_flow
+from examples.document_pipeline import Document, Report, document_pipeline
+from examples.iterative_loop import Solved, guess_the_number
+from examples.text_pipeline import text_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_example_is_registered_under_its_builder_name() -> None:
+    for factory in (text_pipeline, document_pipeline, approval_flow, guess_the_number):
+        name = factory().name
+        assert workflow_factory(name) is factory
+        assert register_workflow(factory) is factory  # registering the same factory again is harmless
+
+
+async def test_text_pipeline_uppercases_then_reverses() -> None:
+    result = await text_pipeline().build().run("hello")
+    assert result.outputs == ["OLLEH"]
+    assert result.status is RunState.IDLE
+    supersteps = [e.superstep for e in result.events if e.type == EventType.SUPERSTEP_COMPLETED]
+    assert supersteps == [1, 2]
+    invoked = [e.executor_id for e in result.events if e.type == EventType.EXECUTOR_INVOKED]
+    assert invoked == ["upper", "reverse"]
+
+
+async def test_document_pipeline_fans_out_and_joins_in_source_order() -> None:
+    doc = Document("Notes", "Redis stores checkpoints. Workers run supersteps. Redis keeps leases.")
+    result = await document_pipeline().build().run(doc)
+    assert result.status is RunState.IDLE
+    [report] = result.outputs
+    assert isinstance(report, Report)
+    assert report.title == "Notes"
+    assert (report.words, report.sentences) == (9, 3)
+    assert report.keywords == ["redis", "checkpoints", "keeps", "leases", "run"]  # by count, then a-z
+    assert report.summary == "Redis stores checkpoints."
+    assert report.analysers == ["word_count", "keywords", "summary"]  # the fan-in list keeps source order
+    by_step = {}
+    for event in result.events:
+        if event.type == EventType.EXECUTOR_INVOKED:
+            by_step.setdefault(event.superstep, set()).add(event.executor_id)
+    assert by_step == {1: {"ingest"}, 2: {"word_count", "keywords", "summary"}, 3: {"report"}}
+
+
+async def test_document_pipeline_accepts_json_objects_and_plain_text() -> None:
+    wf = document_pipeline().build()
+    from_object = await wf.run({"title": "T", "text": "One two three."})
+    assert from_object.outputs[0].title == "T"
+    assert from_object.outputs[0].words == 3
+    from_text = await document_pipeline().build().run("Just text here.")
+    assert from_text.outputs[0].title == "untitled"
+
+
+async def test_document_pipeline_rejects_an_empty_document() -> None:
+    wf = document_pipeline().build()
+    with pytest.raises(ExecutorFailedError, match="ingest") as info:
+        await wf.run(Document("Empty", "   "))
+    assert "empty" in str(info.value)
+    assert wf.status is RunState.FAILED
+
+
+async def test_approval_flow_waits_then_publishes_on_approval() -> None:
+    store = MemoryStore()
+    wf = approval_flow().build(instance_id="notes", store=store)
+    first = await wf.run("release notes")
+    assert first.status is RunState.IDLE_WITH_PENDING_REQUESTS
+    assert first.outputs == []
+    [(request_id, event)] = first.pending_requests.items()
+    assert isinstance(event.data, ApprovalRequest)
+    assert event.data.draft.revision == 1
+    assert event.details == {"response_type": "bool"}
+
+    # Another handle over the same store (another process, in real life) answers it.
+    other = approval_flow().build(instance_id="notes", store=store)
+    assert list(await other.pending_requests()) == [request_id]
+    done = await other.run(responses={request_id: True})
+    assert done.status is RunState.IDLE
+    assert done.outputs == [Decision("release notes", True, 1, "Release notes: a first draft.")]
+    assert done.pending_requests == {}
+
+
+async def test_approval_flow_rejection_revises_and_asks_again() -> None:
+    wf = approval_flow().build()
+    result = await wf.run("docs")
+    revisions = []
+    while result.status is RunState.IDLE_WITH_PENDING_REQUESTS:
+        [(request_id, event)] = result.pending_requests.items()
+        revisions.append(event.data.draft.revision)
+        result = await wf.run(responses={request_id: False})
+    assert revisions == list(range(1, MAX_REVISIONS + 1))
+    [decision] = result.outputs
+    assert decision.published is False
+    assert decision.revision == MAX_REVISIONS
+
+
+async def test_approval_flow_refuses_a_wrongly_typed_answer() -> None:
+    wf = approval_flow().build()
+    first = await wf.run("docs")
+    [request_id] = first.pending_requests
+    with pytest.raises(TypeError, match="bool"):
+        await wf.run(responses={request_id: "yes"})
+    assert list(await wf.pending_requests()) == [request_id]
+
+
+@pytest.mark.parametrize(("secret", "attempts"), [(50, 1), (37, 3), (100, 7), (1, 6)])
+async def test_guess_the_number_bisects_until_the_switch_says_correct(secret: int, attempts: int) -> None:
+    result = await guess_the_number().build().run(secret)
+    assert result.status is RunState.IDLE
+    [solved] = result.outputs
+    assert isinstance(solved, Solved)
+    assert (solved.secret, solved.attempts) == (secret, attempts)
+    assert solved.guesses[-1] == secret
+    assert len(solved.guesses) == attempts
+    completed = [e.superstep for e in result.events if e.type == EventType.SUPERSTEP_COMPLETED]
+    assert completed[-1] == 2 * attempts + 2  # judge and guesser per guess, then announce
+
+
+async def test_guess_the_number_keeps_its_loop_state_in_checkpoints() -> None:
+    wf = guess_the_number().build()
+    result = await wf.run({"secret": 612, "high": 1000})
+    assert result.outputs[0].secret == 612
+    latest = await wf.store.latest_checkpoint(wf.instance_id)
+    assert latest.executor_states["judge"]["secret"] == 612
+    assert latest.executor_states["judge"]["attempts"] == result.outputs[0].attempts
+    assert latest.shared_state["guesses"] == result.outputs[0].guesses
+
+
+async def test_guess_the_number_rejects_a_secret_out_of_range() -> None:
+    with pytest.raises(ExecutorFailedError, match=r"must lie in \[1, 100\]"):
+        await guess_the_number().build().run(1000)
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("examples.text_pipeline", "OLLEH"),
+        ("examples.document_pipeline", "analysers: ['word_count', 'keywords', 'summary']"),
+        ("examples.approval_flow", "published after 2 revision(s)"),
+        ("examples.iterative_loop", "found 37 in 3 guesses"),
+    ],
+)
+def test_every_example_runs_as_a_script(module: str, expected: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```python\n# hello_flow.py\n") + len("```python\n")
+    code = readme[start : readme.index("```", start)]
+    (tmp_path / "hello_flow.py").write_text(code)
+    proc = subprocess.run(
+        [sys.executable, "hello_flow.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "idle ['HELLO, ADA (#1)']"
