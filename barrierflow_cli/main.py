@@ -221,6 +221,7 @@ async def _run(
     ask: bool,
     prefix: str,
 ) -> int:
+    builder = load_builder(target)  # an unknown module or factory is the first thing to report
     has_message = input_text is not None
     message = read_input(input_text)
     responses = parse_responses(respond)
@@ -246,7 +247,6 @@ async def _run(
         raise CliError(
             "--respond and continuing a run need --instance ID (the run that is waiting printed it)"
         )
-    builder = load_builder(target)
     instance_id = instance or uuid.uuid4().hex
     redis_url = redis or backends.env_redis_url()
     store = await backends.redis_store(redis_url, prefix) if distributed else backends.memory_store()
