@@ -55,7 +55,7 @@ checkpoints_app = typer.Typer(
 app.add_typer(checkpoints_app, name="checkpoints")
 
 TARGET_HELP = (
-    "The workflow, as MODULE:FACTORY: a function returning a WorkflowBuilder (usually @register_workflow) or a "
+    "The workflow, as MODULE:FACTORY, where FACTORY is a function returning a WorkflowBuilder (usually @register_workflow) or a "
     "WorkflowBuilder object. MODULE alone works when it defines one workflow."
 )
 EMBEDDED_HINT = (
