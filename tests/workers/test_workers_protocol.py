@@ -1,0 +1,92 @@
+"""The pieces of the Celery barrier on their own: task planning, fenced first-write-wins results, slots."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from broker.results import PutStatus, ResultKeys, ResultReader, ResultWriter
+from engine.dispatch import ExecutorBatch
+from engine.messages import Delivery
+from engine.store import new_token, owner_info
+from workers import CeleryDispatcher
+from workers.dispatcher import plan_tasks
+
+
+def batches(sizes: list[int]) -> list[ExecutorBatch]:
+    """Executor batches with deliveries numbered in superstep order, round-robin like a real fan-out."""
+    out = [ExecutorBatch(f"e{i}", []) for i in range(len(sizes))]
+    index = 0
+    for round_ in range(max(sizes)):
+        for batch, size in zip(out, sizes, strict=True):
+            if round_ < size:
+                batch.deliveries.append((index, Delivery(batch.executor_id, index)))
+                index += 1
+    return out
+
+
+def test_plan_keeps_each_executor_whole_balances_and_keeps_order() -> None:
+    given = batches([7, 1, 1, 5, 3, 3, 2])
+    tasks = plan_tasks(given, 3)
+    assert len(tasks) == 3
+    placed = [b.executor_id for task in tasks for b in task]
+    assert sorted(placed) == sorted(b.executor_id for b in given)  # every batch once, never split
+    loads = sorted(sum(len(b.deliveries) for b in task) for task in tasks)
+    assert loads == [7, 7, 8]
+    for task in tasks:
+        firsts = [b.deliveries[0][0] for b in task]
+        assert firsts == sorted(firsts)
+    assert plan_tasks(given, 50) == [[b] for b in given]
+    assert plan_tasks(given, 0) == [given]
+
+
+async def test_dispatcher_plans_about_k_tasks_never_one_per_message() -> None:
+    dispatcher = CeleryDispatcher(slots=2, redis_url="redis://unused")
+    assert len(await dispatcher.plan(batches([1] * 100))) == 4  # 2 slots x 2 tasks per slot
+    assert len(await dispatcher.plan(batches([1] * 5))) == 1  # fewer than min_task_deliveries each
+    assert len(await dispatcher.plan(batches([100]))) == 1  # one executor: one task, in order
+    sized = CeleryDispatcher(slots=2, batch_size=25, redis_url="redis://unused")
+    assert len(await sized.plan(batches([1] * 100))) == 4
+    wide = CeleryDispatcher(slots=64, redis_url="redis://unused")
+    assert len(await wide.plan(batches([1] * 100))) == 13  # at least 8 deliveries a task
+
+
+async def test_slots_are_asked_from_the_workers_on_the_queue(celery_workers) -> None:
+    assert await CeleryDispatcher(queue=celery_workers.queue).worker_slots() == 2
+
+
+@pytest.fixture
+async def lease(redis_store):
+    instance_id = f"{redis_store.prefix}-results"
+    held = await redis_store.reserve(instance_id, new_token(), owner_info("r1"))
+    yield held
+    await redis_store.release(held)
+
+
+async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once(
+    redis_url: str, redis_store, lease
+) -> None:
+    writer = ResultWriter(redis.Redis.from_url(redis_url))
+    reader = ResultReader(redis_store.client)
+    keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 3)
+
+    assert writer.should_run(keys, 0, lease.token, lease.epoch)
+    assert writer.put(keys, 0, lease.token, lease.epoch, b"first", 60) is PutStatus.WRITTEN
+    assert not writer.should_run(keys, 0, lease.token, lease.epoch)  # a duplicate copy skips its handlers
+    assert writer.put(keys, 0, lease.token, lease.epoch, b"second", 60) is PutStatus.DUPLICATE
+    assert writer.put(keys, 1, "not-the-token", lease.epoch, b"x", 60) is PutStatus.FENCED
+    assert writer.put(keys, 1, lease.token, lease.epoch + 1, b"x", 60) is PutStatus.FENCED
+
+    assert await reader.wait(keys, 1.0) == [0]  # one wake-up for task 0, none for the refused writes
+    assert await reader.wait(keys, 0.05) == []
+    assert await reader.fetch(keys, [0, 1]) == [b"first", None]
+    assert 0 < await redis_store.client.pttl(keys.result(0)) <= 60_000
+    assert await reader.lease_holds(keys, lease.token, lease.epoch)
+
+    await reader.discard(keys, [0, 1])
+    assert await redis_store.client.exists(keys.result(0), keys.notify) == 0
+
+    await redis_store.release(lease)  # the run ends: a late task writes nothing
+    assert not writer.should_run(keys, 2, lease.token, lease.epoch)
+    assert writer.put(keys, 2, lease.token, lease.epoch, b"late", 60) is PutStatus.FENCED
+    assert not await reader.lease_holds(keys, lease.token, lease.epoch)

@@ -1,0 +1,158 @@
+"""The worker's task: run one group of a superstep's executor batches and write the result, fenced.
+
+A task is at-least-once: Celery redelivers it when its worker process dies (``task_reject_on_worker_lost``),
+and the coordinator re-sends it when its result misses a deadline. That is safe because a task has no effect
+outside its result record. Timeline of the case this protects against:
+
+    t=0   the coordinator sends task 2 (executor "count") of superstep 5; worker W1 claims and starts it
+    t=0.4 W1 is SIGKILLed halfway through its deliveries; nothing of them exists anywhere but W1's memory
+    t=10  W1's claim, no longer refreshed, lapses
+    t=30  the deadline: no result, no claim, so the coordinator re-sends task 2; W2 runs it from the same
+          committed state (carried in the payload) and writes its record
+    t=31  had W1 been cut off from Redis rather than killed, its late write would find W2's record and change
+          nothing (and once the run's lease is gone, it would be refused by the fence)
+
+The handlers' effects (state writes, messages, outputs) commit once, at the coordinator's barrier, from the one
+record that won. A copy that finds the record already written, or its run's lease gone, skips its handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import traceback
+from typing import Any
+
+import redis
+
+from broker.results import PutStatus, ResultKeys, ResultWriter
+from engine.dispatch import LocalDispatcher, SuperstepWork
+from engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
+from engine.graph import Graph
+from engine.registry import workflow_factory
+
+from .app import app
+from .config import TASK_NAME
+from .wire import (
+    LAYOUT,
+    TaskEnvelope,
+    TaskResult,
+    decode_body,
+    decode_envelope,
+    encode_result,
+    layout_mismatch,
+)
+
+logger = logging.getLogger("barrierflow.workers")
+
+
+class WorkerProcess:
+    """Per-process state of a worker: built graphs by workflow name, an event loop, a Redis client.
+
+    Created lazily in the process that runs tasks (a prefork child), never inherited across a fork.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        self.pid = os.getpid()
+        self.name = f"{socket.gethostname()}:{self.pid}"
+        self.graphs: dict[str, Graph] = {}
+        self.loop = asyncio.new_event_loop()
+        self.writer = ResultWriter(redis.Redis.from_url(redis_url, socket_connect_timeout=5.0))
+
+    def graph(self, name: str) -> Graph:
+        graph = self.graphs.get(name)
+        if graph is None:
+            graph = self.graphs[name] = workflow_factory(name)().build_graph()
+        return graph
+
+    def handle(self, payload: bytes) -> str:
+        envelope = decode_envelope(payload)
+        keys = ResultKeys(
+            envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
+        )
+        writer, task = self.writer, envelope.task
+        if not writer.should_run(keys, task, envelope.token, envelope.epoch):
+            return "skipped"
+        claim = writer.claim(keys, task, self.name, envelope.claim_ttl)  # released once the result is there
+        try:
+            result = self.run(envelope)
+            try:
+                data = encode_result(result)
+            except SerializationError as exc:  # e.g. a handler sent a message of an unregistered type
+                data = encode_result(self.refusal(task, exc))
+            status = writer.put(keys, task, envelope.token, envelope.epoch, data, envelope.result_ttl)
+        finally:
+            claim.release()
+        if status is PutStatus.FENCED:
+            logger.warning(
+                "result of task %d of superstep %d of %r (run %s, epoch %d) not written: the run's lease "
+                "ended; its coordinator has stopped or another run holds the instance",
+                task,
+                envelope.superstep,
+                envelope.instance_id,
+                envelope.run_id,
+                envelope.epoch,
+            )
+        return status.name.lower()
+
+    def run(self, envelope: TaskEnvelope) -> TaskResult:
+        task = envelope.task
+        try:
+            if envelope.layout != LAYOUT:
+                raise layout_mismatch(envelope.layout, "coordinator")
+            graph = self.graph(envelope.workflow)
+            if graph.signature != envelope.signature:
+                raise GraphSignatureMismatchError(
+                    f"workflow {envelope.workflow!r}: the coordinator planned superstep {envelope.superstep} "
+                    f"of {envelope.instance_id!r} with graph signature {envelope.signature!r}, but worker "
+                    f"{self.name} has graph signature {graph.signature!r}; deploy one definition of the "
+                    "workflow to the coordinator and every worker"
+                )
+            batches, executor_states, shared_state = decode_body(envelope)
+        except WorkflowError as exc:
+            return self.refusal(task, exc)
+        work = SuperstepWork(
+            instance_id=envelope.instance_id,
+            run_id=envelope.run_id,
+            superstep=envelope.superstep,
+            workflow_name=envelope.workflow,
+            graph_signature=envelope.signature,
+            batches=batches,
+            shared_state=shared_state,
+            executor_states=executor_states,
+            lease_token=envelope.token,
+            epoch=envelope.epoch,
+        )
+        events: list[Any] = []
+        try:
+            ran = self.loop.run_until_complete(
+                LocalDispatcher().run_superstep(graph.executors, work, events.append)
+            )
+        except Exception as exc:  # not a handler's failure (those come back in ``ran.failure``): a bug
+            return self.refusal(task, exc)
+        return TaskResult(task, ran.outcomes, events, ran.failure, worker=self.name)
+
+    def refusal(self, task: int, exc: Exception) -> TaskResult:
+        logger.error("task %d refused: %s: %s", task, type(exc).__name__, exc)
+        message = str(exc)
+        if not isinstance(exc, WorkflowError):
+            message += "\n" + traceback.format_exc()
+        return TaskResult(task, refused=(type(exc).__name__, message), worker=self.name)
+
+
+_process: WorkerProcess | None = None
+
+
+def worker_process() -> WorkerProcess:
+    global _process
+    if _process is None or _process.pid != os.getpid():
+        _process = WorkerProcess(app.conf.barrierflow_redis_url)
+    return _process
+
+
+@app.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_batches(payload: bytes) -> str:
+    """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result."""
+    return worker_process().handle(payload)
