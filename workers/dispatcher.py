@@ -146,7 +146,7 @@ class CeleryDispatcher(Dispatcher):
         self.prefix = prefix or (store.prefix if store is not None else None)
         self.prefix = self.prefix or conf.get("barrierflow_prefix") or DEFAULT_PREFIX
         self._store = store
-        self._client = store.client if store is not None else redis
+        self._client = redis  # with a store, its client of the running loop is asked for each superstep
         self._url = redis_url or conf.get("barrierflow_redis_url") or DEFAULT_REDIS_URL
         self._owned: Redis | None = None
         self._owned_loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +163,8 @@ class CeleryDispatcher(Dispatcher):
     # -- connections -------------------------------------------------------------------------------------
 
     def _redis(self) -> Redis:
+        if self._store is not None:
+            return self._store.client
         if self._client is not None:
             return self._client
         loop = asyncio.get_running_loop()
@@ -378,7 +380,8 @@ class CeleryDispatcher(Dispatcher):
         self._verified = seen
 
     def _where(self) -> str:
-        if self._client is not None:
-            kwargs = getattr(getattr(self._client, "connection_pool", None), "connection_kwargs", {})
+        client = self._store.client if self._store is not None else self._client
+        if client is not None:
+            kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
             return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         return self._url

@@ -182,3 +182,17 @@ async def test_a_dispatcher_that_cannot_see_the_stores_lease_says_so(celery_work
         await wf.run("hello")
     assert "CeleryDispatcher(app, store=" in str(info.value)
     assert wf.status is RunState.FAILED
+
+
+def test_a_distributed_workflow_is_reusable_across_event_loops(redis_store, celery_workers):
+    """A sync program may call ``asyncio.run`` twice: the store and the dispatcher follow the running loop."""
+    import asyncio
+
+    dispatcher = CeleryDispatcher(store=redis_store, queue=celery_workers.queue, slots=2, redispatch_after=20)
+    wf = flows.bfw_fan().build(store=redis_store, dispatcher=dispatcher)
+    reference = flows.bfw_fan().build()
+    first = asyncio.run(wf.run("one two"))
+    second = asyncio.run(wf.run("three four five"))
+    expected = [asyncio.run(reference.run(text)).outputs for text in ("one two", "three four five")]
+    assert [first.outputs, second.outputs] == expected
+    assert first.outputs and second.outputs
