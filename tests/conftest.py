@@ -13,9 +13,13 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
+
+from engine.memory_store import MemoryStore
+from engine.store import Store
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -101,7 +105,6 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def store(store_kind: str, request: pytest.FixtureRequest):
     """Every store implementation, so one behaviour suite checks them all (the conformance suite)."""
-    from engine import MemoryStore
 
     if store_kind == "memory":
         yield MemoryStore()
@@ -118,3 +121,33 @@ async def store(store_kind: str, request: pytest.FixtureRequest):
     redis_store = RedisStore.from_url(url, prefix=prefix)
     yield redis_store
     await redis_store.aclose()
+
+
+MakeStore = Callable[..., Store]
+
+
+@pytest.fixture
+async def make_store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
+    """Build stores of the current kind with other options; stores made in one test share one backend."""
+    created: list[Any] = []
+    server = None
+
+    def make(**options: Any) -> Store:
+        nonlocal server
+        if store_kind == "memory":
+            return MemoryStore(**options)
+        from broker import RedisStore
+
+        if store_kind == "fakeredis":
+            import fakeredis
+
+            server = server or fakeredis.FakeServer()
+            return RedisStore(fakeredis.FakeAsyncRedis(server=server), prefix="bftest", **options)
+        url = request.getfixturevalue("redis_url")
+        new = RedisStore.from_url(url, prefix=request.getfixturevalue("real_redis_prefix"), **options)
+        created.append(new)
+        return new
+
+    yield make
+    for made in created:
+        await made.aclose()

@@ -7,7 +7,6 @@ small retention) build one of the same kind with ``make_store``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,34 +19,7 @@ from engine.memory_store import MemoryStore
 from engine.messages import Delivery, PendingRequest
 from engine.store import Lease, Store, new_token, owner_info
 
-MakeStore = Callable[..., Store]
-
-
-@pytest.fixture
-async def make_store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[MakeStore]:
-    """Build stores of the current kind with other options; stores made in one test share one backend."""
-    created: list[Any] = []
-    server = None
-
-    def make(**options: Any) -> Store:
-        nonlocal server
-        if store_kind == "memory":
-            return MemoryStore(**options)
-        from broker import RedisStore
-
-        if store_kind == "fakeredis":
-            import fakeredis
-
-            server = server or fakeredis.FakeServer()
-            return RedisStore(fakeredis.FakeAsyncRedis(server=server), prefix="bftest", **options)
-        url = request.getfixturevalue("redis_url")
-        new = RedisStore.from_url(url, prefix=request.getfixturevalue("real_redis_prefix"), **options)
-        created.append(new)
-        return new
-
-    yield make
-    for made in created:
-        await made.aclose()
+from .conftest import MakeStore
 
 
 async def keyframe_exists(store: Store, instance_id: str, keyframe_id: str) -> bool:

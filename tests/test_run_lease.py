@@ -1,0 +1,93 @@
+"""A run and its lease, on every store: renewed while the run lives, and a lost lease stops it before it writes.
+
+The store-level rules (TTL, renew, fencing) are in ``test_store_contract.py``; these tests check that the engine's
+runner uses them: it renews in the background, and it stops with ``ReservationLostError`` instead of writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine import Executor, ReservationLostError, RunState, WorkflowBuilder, WorkflowContext, handler
+from engine.memory_store import MemoryStore
+from engine.store import Store, new_token, owner_info
+
+from .conftest import MakeStore
+
+TTL = 0.3
+
+
+class Sleeper(Executor):
+    """Sleeps for the given seconds (several lease TTLs) and passes the number on."""
+
+    @handler
+    async def on(self, seconds: float, ctx: WorkflowContext[float]) -> None:
+        await asyncio.sleep(seconds)
+        await ctx.send_message(seconds)
+
+
+class Sink(Executor):
+    @handler
+    async def on(self, seconds: float, ctx: WorkflowContext) -> None:
+        await ctx.yield_output(seconds)
+
+
+class LockThief(Executor):
+    """Deletes the instance's lock behind the run's back, then lets another party reserve it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__("thief")
+        self.store = store
+
+    @handler
+    async def on(self, seconds: float, ctx: WorkflowContext[float]) -> None:
+        await drop_lock(self.store, ctx.instance_id)
+        await self.store.reserve(ctx.instance_id, new_token(), owner_info("intruder"))
+        await ctx.send_message(seconds)
+
+
+async def drop_lock(store: Store, instance_id: str) -> None:
+    """White-box: delete the lock as an operator (or an eviction) would."""
+    if isinstance(store, MemoryStore):
+        store._holds.pop(instance_id, None)
+    else:
+        await store.client.delete(store.keys.lock(instance_id))
+
+
+def sleepy_workflow(store: Store, instance_id: str):
+    sleeper, sink = Sleeper("sleeper"), Sink("sink")
+    builder = WorkflowBuilder(name="sleepy", start_executor=sleeper).add_edge(sleeper, sink)
+    return builder.build(instance_id=instance_id, store=store)
+
+
+async def test_a_run_longer_than_several_ttls_keeps_its_lease(make_store: MakeStore) -> None:
+    store = make_store(lock_ttl=TTL)
+    wf = sleepy_workflow(store, "long-run")
+    result = await wf.run(TTL * 4)  # one handler outlives four TTLs: only renewal keeps the lease
+    assert result.outputs == [TTL * 4]
+    assert result.status == RunState.IDLE
+    assert not (await store.describe("long-run")).held  # released at the end
+    checkpoints = await store.list_checkpoints("long-run")
+    assert [cp.superstep for cp in checkpoints] == [2, 1, 0]
+
+
+async def test_a_lock_deleted_behind_a_runs_back_stops_it_before_its_next_write(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(lock_ttl=TTL)
+    thief, sink = LockThief(store), Sink("sink")
+    wf = (
+        WorkflowBuilder(name="stolen", start_executor=thief)
+        .add_edge(thief, sink)
+        .build(instance_id="stolen", store=store)
+    )
+    with pytest.raises(ReservationLostError):
+        await wf.run(1.0)
+    assert wf.status == RunState.FAILED
+    checkpoints = await store.list_checkpoints("stolen")
+    assert [cp.superstep for cp in checkpoints] == [0]  # superstep 1 was never written
+    assert [d.message for d in checkpoints[0].messages] == [1.0]  # its input is still queued
+    info = await store.describe("stolen")
+    assert info.held and info.owner["run_id"] == "intruder"  # the run's cleanup left the new holder alone
