@@ -1,7 +1,7 @@
 """``WorkflowContext``: what a handler can do, recorded into its ``DeliveryOutcome``.
 
-Every method that queues something takes effect when called and returns an awaitable that is already done, so
-sync handlers can call them without ``await`` and async handlers can ``await`` them as the contract shows.
+Every method that queues or writes something takes effect when called and returns an awaitable that is already
+done, so sync handlers can call them without ``await`` and async handlers may ``await`` them.
 Shared-state reads see the state committed at the last barrier plus the writes this executor made earlier in
 the same superstep; nothing another executor writes in this superstep is visible until the barrier.
 """
@@ -164,13 +164,16 @@ class WorkflowContext:
             return default if value is _MISSING else value
         return self._view.shared.get(key, default)
 
-    def set_state(self, key: str, value: Any) -> None:
+    def set_state(self, key: str, value: Any) -> Done[None]:
+        """Write shared state; visible to this executor now, to others after the barrier."""
         self._view.shared_overlay[key] = value
         self._outcome.state_writes.append((key, value, False))
+        return _DONE
 
-    def delete_state(self, key: str) -> None:
+    def delete_state(self, key: str) -> Done[None]:
         self._view.shared_overlay[key] = _MISSING
         self._outcome.state_writes.append((key, None, True))
+        return _DONE
 
     def has_state(self, key: str) -> bool:
         return self.get_state(key, _MISSING) is not _MISSING
@@ -181,9 +184,11 @@ class WorkflowContext:
         value = self._view.executor_state
         return default if value is _MISSING else value
 
-    def set_executor_state(self, value: Any) -> None:
+    def set_executor_state(self, value: Any) -> Done[None]:
+        """Persist this executor's private state; committed at the barrier, in its checkpoint."""
         self._view.executor_state = value
         self._outcome.executor_state[:] = [value]
+        return _DONE
 
 
 MISSING = _MISSING

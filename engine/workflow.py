@@ -30,8 +30,6 @@ from .run_session import RunCall, RunSession, WorkflowStream, outputs_of
 from .runner import SuperstepRunner
 from .store import Lease, Store, new_token, owner_info
 
-_NO_MESSAGE: Any = object()
-
 
 class Workflow:
     """A runnable workflow instance. Build it with ``WorkflowBuilder(...).build()``."""
@@ -155,17 +153,20 @@ class Workflow:
 
     def run(
         self,
-        message: Any = _NO_MESSAGE,
+        message: Any = None,
         *,
         responses: Mapping[str, Any] | None = None,
         checkpoint_id: str | None = None,
     ) -> RunCall:
-        """Run to the end (idle, waiting on requests, or failed). Reserves now; returns an awaitable."""
+        """Run to the end (idle, waiting on requests, or failed). Reserves now; returns an awaitable.
+
+        ``message=None`` means no new message: answer ``responses``, resume ``checkpoint_id``, or continue.
+        """
         return RunCall(self._start(message, responses, checkpoint_id))
 
     def stream(
         self,
-        message: Any = _NO_MESSAGE,
+        message: Any = None,
         *,
         responses: Mapping[str, Any] | None = None,
         checkpoint_id: str | None = None,
@@ -176,9 +177,9 @@ class Workflow:
     def _start(
         self, message: Any, responses: Mapping[str, Any] | None, checkpoint_id: str | None
     ) -> RunSession:
-        if message is not _NO_MESSAGE and checkpoint_id is not None:
+        if message is not None and checkpoint_id is not None:
             raise ValueError("pass either a new message or a checkpoint_id to resume from, not both")
-        if message is not _NO_MESSAGE and responses:
+        if message is not None and responses:
             raise ValueError("pass either a new message or responses to pending requests, not both")
         run_id = os.urandom(8).hex()
         token, lease = self._reserve(run_id)
@@ -217,7 +218,7 @@ class Workflow:
             answers = self._check_responses(state, responses)
             if checkpoint_id is not None:
                 await self._commit_restore(state, checkpoint_id, who)
-            if message is not _NO_MESSAGE:
+            if message is not None:
                 self._check_input(state, message)
             elif not answers and checkpoint_id is None and not state.messages:
                 raise ValueError(
@@ -293,15 +294,15 @@ class Workflow:
         self, state: InstanceState, message: Any, answers: list[tuple[PendingRequest, Any]]
     ) -> Changes | None:
         """The superstep-0 checkpoint of a run with a new message or with answers (``None`` otherwise)."""
-        if message is _NO_MESSAGE and not answers:
+        if message is None and not answers:
             return None
-        queued = [] if message is _NO_MESSAGE else [Delivery(self._graph.start_id, message, (INPUT_SOURCE,))]
+        queued = [] if message is None else [Delivery(self._graph.start_id, message, (INPUT_SOURCE,))]
         queued = list(state.messages) + queued
         pending = dict(state.pending_requests)
         for request, value in answers:
             queued.append(Delivery(request.source_executor_id, value, (INPUT_SOURCE,), request))
             del pending[request.request_id]
-        superstep = 0 if message is not _NO_MESSAGE else state.superstep
+        superstep = 0 if message is not None else state.superstep
         return Changes(superstep=superstep, messages=queued, pending_requests=pending)
 
     def _result(self, run_id: str, events: list[WorkflowEvent]) -> RunResult:

@@ -408,3 +408,13 @@ async def test_late_generator_finalization_after_newer_run_started_does_not_touc
     assert [e.data for e in result.events if e.type == "status"][-1] == RunState.IDLE
     assert result.status == RunState.IDLE
     assert wf.status == RunState.IDLE
+
+
+async def test_message_none_means_no_message_as_the_contract_signature_says(store):
+    wf = build(store)
+    first = await wf.run("a")
+    with pytest.raises(ValueError, match="nothing to run"):
+        await wf.run(None)
+    resumed = await wf.run(None, checkpoint_id=first.checkpoint_id)  # not "message and checkpoint_id"
+    assert resumed.status == RunState.IDLE
+    assert (await latest(wf)).previous_checkpoint_id == first.checkpoint_id
