@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from broker import RedisStore
 from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import StateDelta, decode_record, encode_full, encode_record
+from engine.checkpoint_format import StateDelta, decode_record, encode_full, encode_record, head_fields
 from engine.messages import Delivery
 from engine.store import new_token, owner_info
 
@@ -226,7 +226,7 @@ async def bench_delta(store: RedisStore, client: Redis) -> None:
     for step in range(1, 11):
         cp = Checkpoint(new_checkpoint_id(instance), instance, "bench", "sig", superstep=step)
         record = encode_record(
-            cp,
+            head_fields(cp),
             keyframe_id=base.checkpoint_id,
             shared_delta=StateDelta(),
             executor_delta=StateDelta({"executor-0500": {"count": -step, "history": [step]}}),

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
-from .checkpoint import Checkpoint
+from .checkpoint import CHECKPOINT_VERSION, Checkpoint
 from .errors import CheckpointDecodeError
 from .messages import Delivery
 
@@ -55,7 +55,7 @@ class StateDelta:
         return result
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built every superstep, and frozen __init__ costs a setattr per field
 class CheckpointRecord:
     """What a store writes for one checkpoint: the encoded head, and the keyframe when this head cuts one."""
 
@@ -71,48 +71,89 @@ def needs_keyframe(delta_entries: int, state_entries: int) -> bool:
     return delta_entries > MAX_DELTA_ENTRIES or delta_entries * 2 > max(state_entries, 8)
 
 
+@dataclass(slots=True)
+class HeadFields:
+    """The per-barrier part of a checkpoint, as ``commit`` knows it (no copy of the state dicts)."""
+
+    checkpoint_id: str
+    instance_id: str
+    workflow_name: str
+    graph_signature: str
+    previous_checkpoint_id: str | None
+    superstep: int
+    messages: list[Delivery]
+    fan_in_buffers: dict[str, dict[str, list[Any]]]
+    pending_requests: dict[str, Any]
+    run_id: str | None
+    epoch: int
+    created_at: float  # POSIX seconds
+    metadata: dict[str, Any]
+    version: int = CHECKPOINT_VERSION
+
+
 def encode_record(
-    cp: Checkpoint,
+    fields: HeadFields,
     *,
     keyframe_id: str,
     shared_delta: StateDelta,
     executor_delta: StateDelta,
     keyframe_state: tuple[dict[str, Any], dict[str, Any]] | None,
 ) -> CheckpointRecord:
-    """Encode ``cp``'s per-barrier fields and the deltas; ``cp.shared_state``/``executor_states`` are not read.
+    """Encode a head (and the keyframe, when ``keyframe_state`` (shared, executors) is given).
 
-    ``keyframe_state`` (shared, executors) is given when this checkpoint cuts a new keyframe
-    (then ``keyframe_id == cp.checkpoint_id`` and the deltas are empty).
+    A head that cuts a keyframe has ``keyframe_id == fields.checkpoint_id`` and empty deltas.
     """
     head = {
-        "v": cp.version,
-        "id": cp.checkpoint_id,
-        "instance": cp.instance_id,
-        "name": cp.workflow_name,
-        "sig": cp.graph_signature,
-        "prev": cp.previous_checkpoint_id,
-        "step": cp.superstep,
-        "messages": [[d.target_id, d.message, list(d.source_ids), d.request] for d in cp.messages],
-        "fan_in": cp.fan_in_buffers,
-        "pending": cp.pending_requests,
-        "run": cp.run_id,
-        "epoch": cp.epoch,
-        "at": cp.created_at.timestamp(),
-        "meta": cp.metadata,
+        "v": fields.version,
+        "id": fields.checkpoint_id,
+        "instance": fields.instance_id,
+        "name": fields.workflow_name,
+        "sig": fields.graph_signature,
+        "prev": fields.previous_checkpoint_id,
+        "step": fields.superstep,
+        "messages": [[d.target_id, d.message, list(d.source_ids), d.request] for d in fields.messages],
+        "fan_in": fields.fan_in_buffers,
+        "pending": fields.pending_requests,
+        "run": fields.run_id,
+        "epoch": fields.epoch,
+        "at": fields.created_at,
+        "meta": fields.metadata,
         "kf": keyframe_id,
-        "shared": [shared_delta.sets, shared_delta.deletes],
-        "exec": [executor_delta.sets, executor_delta.deletes],
+        "shared": [shared_delta.sets, list(shared_delta.deletes)],
+        "exec": [executor_delta.sets, list(executor_delta.deletes)],
     }
     keyframe = None
     if keyframe_state is not None:
         keyframe = codec.encode({"shared": keyframe_state[0], "exec": keyframe_state[1]})
-    return CheckpointRecord(cp.checkpoint_id, cp.instance_id, keyframe_id, codec.encode(head), keyframe)
+    return CheckpointRecord(
+        fields.checkpoint_id, fields.instance_id, keyframe_id, codec.encode(head), keyframe
+    )
+
+
+def head_fields(cp: Checkpoint) -> HeadFields:
+    """The head part of a complete ``Checkpoint``."""
+    return HeadFields(
+        checkpoint_id=cp.checkpoint_id,
+        instance_id=cp.instance_id,
+        workflow_name=cp.workflow_name,
+        graph_signature=cp.graph_signature,
+        previous_checkpoint_id=cp.previous_checkpoint_id,
+        superstep=cp.superstep,
+        messages=cp.messages,
+        fan_in_buffers=cp.fan_in_buffers,
+        pending_requests=cp.pending_requests,
+        run_id=cp.run_id,
+        epoch=cp.epoch,
+        created_at=cp.created_at.timestamp(),
+        metadata=cp.metadata,
+        version=cp.version,
+    )
 
 
 def encode_full(cp: Checkpoint) -> CheckpointRecord:
     """Encode a complete ``Checkpoint`` (as a user may build one) as its own keyframe."""
     return encode_record(
-        cp,
+        head_fields(cp),
         keyframe_id=cp.checkpoint_id,
         shared_delta=StateDelta(),
         executor_delta=StateDelta(),

@@ -6,13 +6,13 @@ encoding error therefore leaves the in-memory state exactly as the latest checkp
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
-from .checkpoint import Checkpoint, new_checkpoint_id
-from .checkpoint_format import DecodedCheckpoint, StateDelta, encode_record, needs_keyframe
+from .checkpoint import new_checkpoint_id
+from .checkpoint_format import DecodedCheckpoint, HeadFields, StateDelta, encode_record, needs_keyframe
 from .errors import SerializationError
 from .events import RunState
 from .messages import Delivery, PendingRequest
@@ -95,41 +95,32 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     ``needs_keyframe``); otherwise the head carries the cumulative delta since the keyframe.
     """
     checkpoint_id = new_checkpoint_id(who.instance_id)
-    if changes.fresh:
-        shared_base: dict[str, Any] = {}
-        executor_base: dict[str, Any] = {}
-        shared_delta, executor_delta = StateDelta(), StateDelta()
-        keyframe_id = None
-    else:
-        shared_base, executor_base = state.shared_state, state.executor_states
-        shared_delta = state.shared_delta.merged(changes.shared_sets, changes.shared_deletes)
-        executor_delta = state.executor_delta.merged(changes.executor_sets, set())
-        keyframe_id = state.keyframe_id
-    size = len(shared_base) + len(executor_base)
+    base = InstanceState() if changes.fresh else state  # what this checkpoint builds on
+    parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
+    shared_sets, shared_deletes, executor_sets = (
+        changes.shared_sets,
+        changes.shared_deletes,
+        changes.executor_sets,
+    )
+    shared_delta = base.shared_delta.merged(shared_sets, shared_deletes)
+    executor_delta = base.executor_delta.merged(executor_sets, set())
+    keyframe_id = base.keyframe_id
     keyframe_state = None
-    if keyframe_id is None or needs_keyframe(len(shared_delta) + len(executor_delta), size):
+    delta_entries = len(shared_delta.sets) + len(shared_delta.deletes) + len(executor_delta.sets)
+    if keyframe_id is None or needs_keyframe(
+        delta_entries, len(base.shared_state) + len(base.executor_states)
+    ):
         keyframe_id = checkpoint_id
         keyframe_state = (
-            _applied(shared_base, changes.shared_sets, changes.shared_deletes),
-            _applied(executor_base, changes.executor_sets, set()),
+            _applied(base.shared_state, shared_sets, shared_deletes),
+            _applied(base.executor_states, executor_sets, set()),
         )
         shared_delta, executor_delta = StateDelta(), StateDelta()
-    messages = changes.messages if changes.messages is not None else ([] if changes.fresh else state.messages)
-    fan_in = (
-        changes.fan_in_buffers
-        if changes.fan_in_buffers is not None
-        else ({} if changes.fresh else state.fan_in_buffers)
-    )
-    pending = (
-        changes.pending_requests
-        if changes.pending_requests is not None
-        else ({} if changes.fresh else state.pending_requests)
-    )
-    superstep = (
-        changes.superstep if changes.superstep is not None else (0 if changes.fresh else state.superstep)
-    )
-    parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
-    cp = Checkpoint(
+    messages = changes.messages if changes.messages is not None else base.messages
+    fan_in = changes.fan_in_buffers if changes.fan_in_buffers is not None else base.fan_in_buffers
+    pending = changes.pending_requests if changes.pending_requests is not None else base.pending_requests
+    superstep = changes.superstep if changes.superstep is not None else base.superstep
+    fields = HeadFields(
         checkpoint_id=checkpoint_id,
         instance_id=who.instance_id,
         workflow_name=who.workflow_name,
@@ -141,26 +132,28 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
         pending_requests=pending,
         run_id=who.run_id,
         epoch=who.lease.epoch,
-        created_at=datetime.now(UTC),
+        created_at=time.time(),
         metadata=changes.metadata,
     )
     try:
         record = encode_record(
-            cp,
+            fields,
             keyframe_id=keyframe_id,
             shared_delta=shared_delta,
             executor_delta=executor_delta,
             keyframe_state=keyframe_state,
         )
     except SerializationError as exc:
-        raise _in_user_terms(exc, cp, changes) from exc
+        raise _in_user_terms(exc, fields, changes) from exc
     await store.write_record(record, who.lease)
     # stored: now, and only now, the live state changes
     if keyframe_state is not None:
         state.shared_state, state.executor_states = keyframe_state
-    else:
-        _apply(state.shared_state, changes.shared_sets, changes.shared_deletes)
-        state.executor_states.update(changes.executor_sets)
+    else:  # not fresh (a fresh lineage always cuts a keyframe): apply what changed, in place
+        if shared_sets or shared_deletes:
+            _apply(state.shared_state, shared_sets, shared_deletes)
+        if executor_sets:
+            state.executor_states.update(executor_sets)
     state.checkpoint_id = checkpoint_id
     state.superstep = superstep
     state.messages = messages
@@ -171,7 +164,7 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     return checkpoint_id
 
 
-def _in_user_terms(error: SerializationError, cp: Checkpoint, changes: Changes) -> SerializationError:
+def _in_user_terms(error: SerializationError, cp: HeadFields, changes: Changes) -> SerializationError:
     """Say which message, state key or request holds the value (slow path: only after encoding failed)."""
     suspects: list[tuple[str, Any]] = [
         (f"the message for {d.target_id!r} from {', '.join(d.source_ids)!r}", d.message) for d in cp.messages

@@ -50,11 +50,13 @@ class RunSession:
         return event
 
     async def collect(self) -> RunResult:
+        seen = self.seen
         try:
-            while True:
-                await self.next_event()
-        except StopAsyncIteration:
-            return self._result(self.seen)
+            async for event in self.events:  # no per-event wrapper: this is the path every run() takes
+                seen.append(event)
+        finally:
+            self.finished = True
+        return self._result(seen)
 
 
 class RunCall(collections.abc.Coroutine):  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from broker import RedisStore
 from broker.keys import KeySpace
 from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import StateDelta, encode_record
+from engine.checkpoint_format import StateDelta, encode_record, head_fields
 from engine.codec import register_type
 from engine.errors import (
     CheckpointDecodeError,
@@ -317,7 +317,7 @@ async def test_every_key_carries_the_instance_hash_tag(make_store: MakeStore) ->
     store = make_store()
     lease = await store.reserve("job-42", new_token(), owner_info("run"))
     key = encode_record(
-        checkpoint("job-42"),
+        head_fields(checkpoint("job-42")),
         keyframe_id="job-42@" + "0" * 20,
         shared_delta=StateDelta(),
         executor_delta=StateDelta(),
@@ -351,7 +351,7 @@ async def test_epoch_never_expires_and_checkpoint_ttl_applies_to_checkpoint_keys
     key = checkpoint("inst", executor_states={"a": 1})
     await store.save_checkpoint(key, lease=lease)
     delta = encode_record(
-        checkpoint("inst"),
+        head_fields(checkpoint("inst")),
         keyframe_id=key.checkpoint_id,
         shared_delta=StateDelta(),
         executor_delta=StateDelta({"a": 2}),
@@ -393,7 +393,7 @@ async def test_one_changed_executor_of_1000_writes_o1_bytes(make_store: MakeStor
     before = set(await all_keys(store))
 
     delta = encode_record(
-        checkpoint("inst", superstep=1),
+        head_fields(checkpoint("inst", superstep=1)),
         keyframe_id=base.checkpoint_id,
         shared_delta=StateDelta(),
         executor_delta=StateDelta({"executor-0500": {"count": -1, "history": []}}),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import CheckpointRecord, StateDelta, encode_record
+from engine.checkpoint_format import CheckpointRecord, StateDelta, encode_record, head_fields
 from engine.errors import CheckpointNotFoundError, ReservationLostError, WorkflowRunInProgressError
 from engine.memory_store import MemoryStore
 from engine.messages import Delivery, PendingRequest
@@ -44,7 +44,7 @@ def record(
     cp = checkpoint(instance_id)
     if keyframe_state is not None:
         return encode_record(
-            cp,
+            head_fields(cp),
             keyframe_id=cp.checkpoint_id,
             shared_delta=StateDelta(),
             executor_delta=StateDelta(),
@@ -52,7 +52,7 @@ def record(
         )
     assert keyframe_id is not None
     return encode_record(
-        cp,
+        head_fields(cp),
         keyframe_id=keyframe_id,
         shared_delta=StateDelta(),
         executor_delta=StateDelta(dict(executor_changes or {})),
