@@ -39,6 +39,7 @@ from typing import Any
 
 from engine import EventType, Executor, WorkflowBuilder, WorkflowContext, executor, handler, register_workflow
 from workers.app import app
+from workers.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 100
@@ -190,27 +191,7 @@ class Bench:
             names.append(f"{name}@{socket.gethostname()}")
             self.procs.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers.app",
-                        "worker",
-                        "-P",
-                        "prefork",
-                        "-c",
-                        "1",
-                        "-Q",
-                        queues,
-                        "-n",
-                        f"{name}@%h",
-                        "--without-heartbeat",
-                        "--without-gossip",
-                        "--without-mingle",
-                        "-l",
-                        "warning",
-                    ],
+                    worker_command(queues, name),
                     cwd=ROOT,
                     env=env,
                     stdout=subprocess.DEVNULL,

@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from workers.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORTS = ",".join(
@@ -62,27 +63,7 @@ class WorkerPool:
         """Start a worker consuming ``queue`` (default the session's); returns its node name once it answers."""
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.app",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                "1",
-                "-Q",
-                queue or self.queue,
-                "-n",
-                f"{name}@%h",
-                "--without-heartbeat",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "warning",
-            ],
+            worker_command(queue or self.queue, name),
             cwd=ROOT,
             env=worker_env(self.redis_url, queue or self.queue),
             stdout=log,
