@@ -81,6 +81,14 @@ class KeySpace:
     def keyframe(self, instance_id: str, keyframe_id: str) -> str:
         return self.key(instance_id, f"kf:{keyframe_id}")
 
+    def foreign_ids(self) -> str:
+        """``P:foreign-checkpoint-ids``: instance of each checkpoint whose id does not name it.
+
+        Ids barrierflow mints (``instance@hex``) locate their keys by themselves; a ``Checkpoint`` a user builds
+        with an id of their own is found through this hash. It is the one key outside an instance's slot.
+        """
+        return f"{self.prefix}:foreign-checkpoint-ids"
+
     def user_key(self, instance_id: str, suffix: str) -> str:
         """A key for another component's record in the instance's slot; refuses the store's own names."""
         if not suffix or suffix in RESERVED_SUFFIXES or suffix.startswith(RESERVED_SUFFIX_PREFIXES):

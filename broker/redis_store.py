@@ -297,6 +297,12 @@ class RedisStore(Store):
                 f"checkpoint {record.checkpoint_id!r} belongs to {instance_id!r} but the lease is on "
                 f"{lease.instance_id!r}"
             )
+        named = self.instance_of(record.checkpoint_id)
+        if named is not None and named != instance_id:
+            raise ValueError(
+                f"checkpoint id {record.checkpoint_id!r} names instance {named!r}, but the checkpoint belongs to "
+                f"{instance_id!r}: use engine.checkpoint.new_checkpoint_id({instance_id!r}) or an id of your own"
+            )
         keys = self.keys
         with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", instance_id):
             status = await self._scripts.fenced_write(
@@ -323,6 +329,11 @@ class RedisStore(Store):
                 ],
             )
         if status == _WRITTEN:
+            if (
+                self.instance_of(record.checkpoint_id) != instance_id
+            ):  # an id of the user's own: remember where
+                with _redis_errors(f"indexing of checkpoint id {record.checkpoint_id!r}", instance_id):
+                    await self.client.hset(self.keys.foreign_ids(), record.checkpoint_id, instance_id)
             return
         assert lease is not None  # an unfenced write is never refused
         lease.lost = True
@@ -333,7 +344,7 @@ class RedisStore(Store):
         )
 
     async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
-        instance_id = self._instance_or_none(checkpoint_id)
+        instance_id = await self._locate(checkpoint_id)
         if instance_id is None:
             return None
         keys = self.keys
@@ -357,9 +368,12 @@ class RedisStore(Store):
         return ids[0].decode() if ids else None
 
     async def delete_record(self, checkpoint_id: str) -> bool:
-        instance_id = self._instance_or_none(checkpoint_id)
+        instance_id = await self._locate(checkpoint_id)
         if instance_id is None:
             return False
+        if self.instance_of(checkpoint_id) is None:
+            with _redis_errors(f"unindexing of checkpoint id {checkpoint_id!r}", instance_id):
+                await self.client.hdel(self.keys.foreign_ids(), checkpoint_id)
         keys = self.keys
         with _redis_errors(f"delete of checkpoint {checkpoint_id!r}", instance_id):
             deleted = await self._scripts.delete_record(
@@ -368,10 +382,18 @@ class RedisStore(Store):
             )
         return bool(deleted)
 
-    def _instance_or_none(self, checkpoint_id: str) -> str | None:
-        """The instance whose keys would hold ``checkpoint_id``; ``None`` when no key of this store could."""
+    async def _locate(self, checkpoint_id: str) -> str | None:
+        """The instance whose keys hold ``checkpoint_id``; ``None`` when no key of this store could."""
         instance_id = self.instance_of(checkpoint_id)
         if instance_id is None:
+            with _redis_errors(f"lookup of checkpoint id {checkpoint_id!r}", "?"):
+                found = await self.client.hget(self.keys.foreign_ids(), checkpoint_id)
+            if found is None:
+                return None
+            instance_id = found.decode()
+        try:
+            return check_instance_id(instance_id)
+        except ValueError:
             return None
         try:
             return check_instance_id(instance_id)

@@ -27,6 +27,11 @@ class WorkflowBuilder:
     def __init__(
         self, name: str = "workflow", start_executor: ExecutorRef | None = None, max_supersteps: int = 100
     ):
+        if not isinstance(name, str):
+            raise TypeError(
+                f"WorkflowBuilder's first argument is the workflow's name, not {name!r}: "
+                "pass the start executor as WorkflowBuilder(name=..., start_executor=...)"
+            )
         self.name = name
         self._start = start_executor
         self.max_supersteps = max_supersteps

@@ -330,3 +330,33 @@ async def test_delete_keeps_a_keyframe_until_its_last_head_goes(store: Store) ->
     assert (await store.load_checkpoint(delta.checkpoint_id)).executor_states == {"a": 2}
     assert await store.delete_checkpoint(delta.checkpoint_id)
     assert not await keyframe_exists(store, "inst", key.keyframe_id)
+
+
+async def test_a_checkpoint_with_an_id_of_the_users_own_is_saved_found_listed_and_deleted(
+    store: Store,
+) -> None:
+    cp = Checkpoint(
+        checkpoint_id="my-own-id-1",
+        instance_id="own-ids",
+        workflow_name="wf",
+        graph_signature="sig",
+        superstep=4,
+        messages=[Delivery("b", {"n": 1}, ("a",))],
+        shared_state={"k": "v"},
+        executor_states={"a": 3},
+    )
+    await store.save_checkpoint(cp)
+    loaded = await store.load_checkpoint("my-own-id-1")
+    assert (loaded.instance_id, loaded.superstep, loaded.shared_state, loaded.executor_states) == (
+        "own-ids",
+        4,
+        {"k": "v"},
+        {"a": 3},
+    )
+    assert loaded.messages == cp.messages
+    assert [c.checkpoint_id for c in await store.list_checkpoints("own-ids")] == ["my-own-id-1"]
+    assert await store.delete_checkpoint("my-own-id-1")
+    assert not await store.delete_checkpoint("my-own-id-1")
+    with pytest.raises(CheckpointNotFoundError):
+        await store.load_checkpoint("my-own-id-1")
+    assert await store.list_checkpoints("own-ids") == []

@@ -169,3 +169,9 @@ def test_several_problems_reported_together_with_workflow_name():
     assert "'broken'" in message
     assert "duplicate" in message and "'dup'" in message
     assert "Default" in message
+
+
+def test_an_executor_passed_as_the_name_is_a_clear_type_error():
+    start = TakesStr(id="start")
+    with pytest.raises(TypeError, match="start_executor="):
+        WorkflowBuilder(start)
