@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -29,6 +30,8 @@ from .messages import INPUT_SOURCE, Delivery, PendingRequest
 from .run_session import RunCall, RunSession, WorkflowStream, outputs_of
 from .runner import SuperstepRunner
 from .store import Lease, Store, new_token, owner_info
+
+logger = logging.getLogger("barrierflow")
 
 
 class Workflow:
@@ -109,8 +112,17 @@ class Workflow:
             yield Identity(self.instance_id, self.name, self.graph_signature, run_id, lease)
         finally:
             if lease is not None:
-                await self.store.release(lease)
+                await self._release_lease(lease)
             self._release_local(token)
+
+    async def _release_lease(self, lease: Lease) -> None:
+        """Release the store lease; if the store cannot be reached, its TTL ends it (never mask the outcome)."""
+        try:
+            await self.store.release(lease)
+        except WorkflowError as exc:
+            logger.warning(
+                "could not release the lease on %r (it expires by its TTL): %s", self.instance_id, exc
+            )
 
     async def _renew(self, lease: Lease) -> None:
         """Keep the lease alive while the run lives; mark it lost when a renewal fails for a whole TTL."""
@@ -256,7 +268,7 @@ class Workflow:
             if renewer is not None:
                 renewer.cancel()
             if holder:
-                await self.store.release(holder[0])
+                await self._release_lease(holder[0])
             self._release_local(token)
 
     def _check_responses(

@@ -10,7 +10,15 @@ import asyncio
 
 import pytest
 
-from engine import Executor, ReservationLostError, RunState, WorkflowBuilder, WorkflowContext, handler
+from engine import (
+    Executor,
+    ReservationLostError,
+    RunState,
+    WorkflowBuilder,
+    WorkflowContext,
+    WorkflowRunInProgressError,
+    handler,
+)
 from engine.memory_store import MemoryStore
 from engine.store import Store, new_token, owner_info
 
@@ -91,3 +99,24 @@ async def test_a_lock_deleted_behind_a_runs_back_stops_it_before_its_next_write(
     assert [d.message for d in checkpoints[0].messages] == [1.0]  # its input is still queued
     info = await store.describe("stolen")
     assert info.held and info.owner["run_id"] == "intruder"  # the run's cleanup left the new holder alone
+
+
+class _ReleaseFails(MemoryStore):
+    """A store whose release cannot reach its backend (a Redis blip at the very end of a run)."""
+
+    async def release(self, lease):  # type: ignore[no-untyped-def]
+        from engine.errors import StoreError
+
+        raise StoreError("release of the lease: connection refused")
+
+
+async def test_a_failed_release_never_masks_the_outcome_and_the_lease_ends_by_its_ttl() -> None:
+    store = _ReleaseFails(lock_ttl=TTL)
+    wf = sleepy_workflow(store, "release-fails")
+    result = await wf.run(0.0)  # the run's own result, not the release's StoreError
+    assert result.outputs == [0.0]
+    assert wf.lifecycle.value == "idle"  # the handle itself is free
+    with pytest.raises(WorkflowRunInProgressError):
+        wf.run(0.0)  # but the store still holds the unreleased lease...
+    await asyncio.sleep(TTL * 1.5)
+    assert (await wf.run(0.0)).outputs == [0.0]  # ...until its TTL ends it
