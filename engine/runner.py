@@ -83,19 +83,14 @@ class SuperstepRunner:
             live: list[WorkflowEvent] = []
             wake = asyncio.Event()
             delivering = start_eagerly(self._deliver(superstep, live, wake))  # nothing is applied yet
-            seen = 0
-            try:
-                while delivering is not None and not delivering.done():  # handlers are awaiting: stream live
-                    for event in live[seen:]:
-                        yield event
-                    seen = len(live)
-                    await _first_of(delivering, wake)
-            finally:
-                if delivering is not None and not delivering.done():
-                    delivering.cancel()
-            for event in live[seen:]:
-                yield event
-            result = delivering.result() if delivering is not None else self._delivered
+            if delivering is None:  # no handler suspended: everything happened already
+                for event in live:
+                    yield event
+                result = self._delivered
+            else:  # handlers are awaiting: stream their events as they happen
+                async for event in _while_running(delivering, live, wake):
+                    yield event
+                result = delivering.result()
             failure = result.failure
             if failure is not None:
                 error = ExecutorFailedError(
@@ -173,14 +168,27 @@ class SuperstepRunner:
         return events
 
 
-async def _first_of(task: asyncio.Task[SuperstepResult], wake: asyncio.Event) -> None:
-    """Wait until the task finishes or a new live event arrives."""
-    wake.clear()
-    waiter = asyncio.ensure_future(wake.wait())
+async def _while_running(
+    task: asyncio.Task[SuperstepResult], live: list[WorkflowEvent], wake: asyncio.Event
+) -> AsyncIterator[WorkflowEvent]:
+    """Yield ``live`` events as they arrive until ``task`` is done (cancelling it if the consumer goes away)."""
+    seen = 0
     try:
-        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+        while True:
+            for event in live[seen:]:
+                yield event
+            seen = len(live)
+            if task.done():
+                return
+            wake.clear()
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
     finally:
-        waiter.cancel()
+        if not task.done():
+            task.cancel()
 
 
 def _by_index(outcome: DeliveryOutcome) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
@@ -215,3 +216,29 @@ def test_introspection():
     assert build().graph_signature == wf.graph_signature  # same graph, same signature
     assert build().instance_id != wf.instance_id  # build() without instance_id makes a new instance
     assert wf.status == RunState.IDLE
+
+
+class _Gated(Executor):
+    """Waits for a gate that only the stream's consumer opens."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__("gated")
+        self.gate = gate
+
+    @handler
+    async def on(self, text: str, ctx: WorkflowContext) -> None:
+        await self.gate.wait()
+        await ctx.yield_output(text)
+
+
+async def test_executor_events_reach_a_stream_while_the_handler_is_still_running():
+    gate = asyncio.Event()
+    wf = WorkflowBuilder(name="gated", start_executor=_Gated(gate)).build()
+    seen: list[str] = []
+    async with asyncio.timeout(5):  # without live events this would wait for the gate forever
+        async for event in wf.stream("x"):
+            seen.append(event.type)
+            if event.type == "executor_invoked":
+                assert "executor_completed" not in seen
+                gate.set()  # only now can the handler finish
+    assert seen.index("executor_invoked") < seen.index("executor_completed") < seen.index("output")
