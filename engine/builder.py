@@ -158,6 +158,7 @@ class WorkflowBuilder:
             )
         if not isinstance(self.max_supersteps, int) or self.max_supersteps < 1:
             problems.append(f"max_supersteps must be a positive integer, not {self.max_supersteps!r}")
+        problems.extend(self._duplicate_edges())
         fan_in_targets = [g.target for g in self._groups if isinstance(g, FanInEdges)]
         twice = sorted({t for t in fan_in_targets if fan_in_targets.count(t) > 1})
         if twice:
@@ -186,6 +187,24 @@ class WorkflowBuilder:
             fan_in={g.target: g for g in groups if isinstance(g, FanInEdges)},
             signature=graph_signature(start_id, self._executors, groups),
         )
+
+    def _duplicate_edges(self) -> list[str]:
+        """Edges that would deliver every message twice: the same direct edge added again, a repeated target."""
+        problems, seen = [], set()
+        for group in self._groups:
+            if isinstance(group, DirectEdge):
+                pair = (group.source, group.target)
+                if pair in seen:
+                    problems.append(f"duplicate edge {group.source!r} -> {group.target!r}")
+                seen.add(pair)
+            elif isinstance(group, (FanOutEdges, FanInEdges)):
+                ends = group.targets if isinstance(group, FanOutEdges) else group.sources
+                repeated = sorted({e for e in ends if ends.count(e) > 1})
+                if repeated:
+                    problems.append(
+                        f"{group.kind} group lists {', '.join(map(repr, repeated))} more than once"
+                    )
+        return problems
 
     def _unreachable(self, start_id: str) -> list[str]:
         seen, frontier = {start_id}, [start_id]

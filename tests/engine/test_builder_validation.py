@@ -63,7 +63,7 @@ def test_duplicate_ids_named():
 
 def test_same_executor_object_added_twice_is_fine():
     start, a = SendsUndeclared(id="start"), TakesInt(id="a")
-    wf = WorkflowBuilder(start_executor=start).add_edge(start, a).add_edge(start, a).build()
+    wf = WorkflowBuilder(start_executor=start).add_edge(start, a).add_executor(a).add_chain([a]).build()
     assert set(wf.executors) == {"start", "a"}
 
 
@@ -175,3 +175,15 @@ def test_an_executor_passed_as_the_name_is_a_clear_type_error():
     start = TakesStr(id="start")
     with pytest.raises(TypeError, match="start_executor="):
         WorkflowBuilder(start)
+
+
+def test_a_duplicate_edge_is_rejected_naming_both_ends():
+    a, b = TakesStr(id="a"), TakesStr(id="b")
+    with pytest.raises(WorkflowValidationError, match="duplicate edge 'a' -> 'b'"):
+        WorkflowBuilder(name="dup", start_executor=a).add_edge(a, b).add_edge(a, b).build()
+
+
+def test_a_fan_out_listing_a_target_twice_is_rejected():
+    a, b, c = TakesStr(id="a"), TakesStr(id="b"), TakesStr(id="c")
+    with pytest.raises(WorkflowValidationError, match="'b' more than once"):
+        WorkflowBuilder(name="dup", start_executor=a).add_fan_out_edges(a, [b, c, b]).build()
