@@ -93,10 +93,9 @@ class WorkflowContext:
     def __class_getitem__(cls, params: Any) -> ContextAlias:
         return ContextAlias(params if isinstance(params, tuple) else (params,))
 
-    def __init__(
+    def __init__(  # positional: one is made per delivery, on the hot path
         self,
         executor_id: str,
-        *,
         run_id: str,
         instance_id: str,
         superstep: int,

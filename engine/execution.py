@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING
 
 from .context import MISSING, ExecutorView, WorkflowContext
@@ -39,7 +40,7 @@ async def run_executor_batch(
     """
     executor_id = batch.executor_id
     executor = executors[executor_id]
-    superstep = work.superstep
+    superstep, run_id, instance_id = work.superstep, work.run_id, work.instance_id
     view = ExecutorView(work.shared_state, work.executor_states.get(executor_id, MISSING))
     for index, delivery in batch.deliveries:
         outcome = DeliveryOutcome(index, executor_id)
@@ -54,15 +55,9 @@ async def run_executor_batch(
             continue
         spec, bound = found
         ctx = WorkflowContext(
-            executor_id,
-            run_id=work.run_id,
-            instance_id=work.instance_id,
-            superstep=superstep,
-            source_executor_ids=list(delivery.source_ids),
-            outcome=outcome,
-            view=view,
+            executor_id, run_id, instance_id, superstep, list(delivery.source_ids), outcome, view
         )
-        emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, executor_id=executor_id, superstep=superstep))
+        emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
         try:
             if request is None:
                 result = bound(delivery.message, ctx) if spec.takes_context else bound(delivery.message)
@@ -70,8 +65,8 @@ async def run_executor_batch(
                 result = bound(request.data, delivery.message, ctx)
             else:
                 result = bound(request.data, delivery.message)
-            if inspect.isawaitable(result):
-                await result
+            if type(result) is CoroutineType or (result is not None and inspect.isawaitable(result)):
+                await result  # async handlers (sync ones return None: nothing to await)
         except Exception as exc:
             info = FailureInfo(executor_id, type(exc).__name__, str(exc), traceback.format_exc())
             outcome.error = info
@@ -85,4 +80,4 @@ async def run_executor_batch(
                 )
             )
             raise BatchFailed(info, index) from exc
-        emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, executor_id=executor_id, superstep=superstep))
+        emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))
