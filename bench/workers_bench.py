@@ -214,7 +214,7 @@ class Bench:
         for proc in self.procs:
             proc.wait(20)
         client = redis.Redis.from_url(self.redis_url)
-        for pattern in (f"{self.queue}*", f"_kombu.binding.{self.queue}*", f"{self.prefix}:*"):
+        for pattern in (f"{self.queue}*", f"_kombu.binding*.{self.queue}*", f"{self.prefix}:*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
                 client.delete(*keys)

@@ -2,7 +2,7 @@
 
 Workers import this module through ``BARRIERFLOW_IMPORTS=tests.workflows_for_workers``. Handlers that must
 leave traces outside the workflow (how often they really ran, a fuse that makes one fail) use a "side channel":
-plain Redis keys under ``<instance id>:side:``, on ``BARRIERFLOW_REDIS_URL``. Those keys are test
+plain Redis keys under ``bftest-side:<instance id>:``, on ``BARRIERFLOW_REDIS_URL``. Those keys are test
 instrumentation, not workflow effects; the workflow's effects are its outputs and states, committed once.
 """
 
@@ -37,8 +37,12 @@ def side() -> redis.Redis:
     return _side_client(os.getpid())
 
 
+SIDE_PREFIX = "bftest-side"
+
+
 def side_key(instance_id: str, name: str) -> str:
-    return f"{instance_id}:side:{name}"
+    """A test side-channel key; all live under ``SIDE_PREFIX`` so the session deletes them at the end."""
+    return f"{SIDE_PREFIX}:{instance_id}:{name}"
 
 
 # -- fan-out / fan-in with shared and executor state -----------------------------------------------------------

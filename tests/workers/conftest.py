@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import delete_prefix
+from tests.workflows_for_workers import SIDE_PREFIX
 from workers.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +126,7 @@ def delete_queue_keys(redis_url: str, queue: str) -> None:
     client = redis.Redis.from_url(redis_url)
     keys = [
         *client.scan_iter(match=f"{queue}*", count=1000),
-        *client.scan_iter(match=f"_kombu.binding.{queue}*"),
+        *client.scan_iter(match=f"_kombu.binding*.{queue}*"),  # kombu names them binding / binding_permanent
     ]
     if keys:
         client.delete(*keys)
@@ -160,6 +162,7 @@ def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         pool.stop_all()
         delete_queue_keys(redis_url, queue)
+        delete_prefix(redis_url, SIDE_PREFIX)
         app.conf.update(saved)
         if previous_url is None:
             os.environ.pop("BARRIERFLOW_REDIS_URL", None)
