@@ -37,7 +37,16 @@ class StateDelta:
     def __len__(self) -> int:
         return len(self.sets) + len(self.deletes)
 
-    def merged(self, sets: dict[Any, Any], deletes: set[Any]) -> StateDelta:
+    def set(self, key: Any, value: Any) -> None:
+        """Record a write (a later write or delete of the same key replaces it)."""
+        self.sets[key] = value
+        self.deletes.discard(key)
+
+    def delete(self, key: Any) -> None:
+        self.sets.pop(key, None)
+        self.deletes.add(key)
+
+    def merged(self, sets: dict[Any, Any], deletes: set[Any] | frozenset[Any] = frozenset()) -> StateDelta:
         """A new delta with these later changes applied on top (self is left as it is; returned if no change)."""
         if not sets and not deletes:
             return self
@@ -47,11 +56,15 @@ class StateDelta:
             new_sets.pop(key, None)
         return StateDelta(new_sets, new_deletes)
 
-    def apply_to(self, base: dict[Any, Any]) -> dict[Any, Any]:
-        result = dict(base)
+    def apply_in_place(self, target: dict[Any, Any]) -> None:
         for key in self.deletes:
-            result.pop(key, None)
-        result.update(self.sets)
+            target.pop(key, None)
+        target.update(self.sets)
+
+    def apply_to(self, base: dict[Any, Any]) -> dict[Any, Any]:
+        """A copy of ``base`` with this delta applied."""
+        result = dict(base)
+        self.apply_in_place(result)
         return result
 
 

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Generator, Mapping
 from typing import Any, Generic, TypeVar
 
-from .events import EventType, WorkflowEvent
+from .events import EventType, WorkflowEvent, request_info_event
 from .messages import PendingRequest
 from .outcome import DeliveryOutcome
 from .typing_utils import flatten_union
@@ -141,17 +141,9 @@ class WorkflowContext:
         if not isinstance(response_type, type) and response_type is not Any:
             raise TypeError(f"response_type must be a class, not {response_type!r}")
         rid = request_id if request_id is not None else os.urandom(8).hex()
-        self._outcome.requests.append(PendingRequest(rid, self.executor_id, data, response_type))
-        self._outcome.emitted.append(
-            WorkflowEvent(
-                EventType.REQUEST_INFO,
-                data,
-                executor_id=self.executor_id,
-                superstep=self.superstep,
-                request_id=rid,
-                details={"response_type": getattr(response_type, "__name__", str(response_type))},
-            )
-        )
+        request = PendingRequest(rid, self.executor_id, data, response_type)
+        self._outcome.requests.append(request)
+        self._outcome.emitted.append(request_info_event(request, self.superstep))
         return Done(rid)
 
     # -- shared state -------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ class LocalDispatcher(Dispatcher):
         try:
             for batch in work.batches:
                 try:
-                    task = start_eagerly(run_executor_batch(executors, work, batch, outcomes, emit))
+                    task, _ = start_eagerly(run_executor_batch(executors, work, batch, outcomes, emit))
                 except BatchFailed as failed:
                     failures.append(failed)
                     break

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class _Resume:
@@ -38,14 +40,17 @@ class _Resume:
                     return stop.value
 
 
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+async def _finish(coro: Coroutine[Any, Any, T], yielded: Any) -> T:
     return await _Resume(coro, yielded)
 
 
-def start_eagerly(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
-    """Run ``coro`` now; ``None`` if it finished, else a Task that continues it. Its exceptions propagate."""
+def start_eagerly(coro: Coroutine[Any, Any, T]) -> tuple[asyncio.Task[T] | None, T | None]:
+    """Run ``coro`` now: ``(None, its result)`` if it finished, else ``(a Task that continues it, None)``.
+
+    Its exceptions propagate from this call when it fails before suspending.
+    """
     try:
         yielded = coro.send(None)
-    except StopIteration:
-        return None
-    return asyncio.get_running_loop().create_task(_finish(coro, yielded))
+    except StopIteration as done:
+        return None, done.value
+    return asyncio.get_running_loop().create_task(_finish(coro, yielded)), None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .messages import PendingRequest
 
 
 class RunState(enum.StrEnum):
@@ -63,3 +66,16 @@ class RunResult:
     pending_requests: dict[str, WorkflowEvent] = field(default_factory=dict)
     checkpoint_id: str | None = None
     run_id: str | None = None
+
+
+def request_info_event(request: PendingRequest, superstep: int | None = None) -> WorkflowEvent:
+    """The ``request_info`` event of a request: emitted when it is made, and listed while it is pending."""
+    response_type = request.response_type
+    return WorkflowEvent(
+        EventType.REQUEST_INFO,
+        request.data,
+        executor_id=request.source_executor_id,
+        superstep=superstep,
+        request_id=request.request_id,
+        details={"response_type": getattr(response_type, "__name__", str(response_type))},
+    )

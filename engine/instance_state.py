@@ -27,9 +27,8 @@ class Changes:
     messages: list[Delivery] | None = None
     fan_in_buffers: dict[str, dict[str, list[Any]]] | None = None
     pending_requests: dict[str, PendingRequest] | None = None
-    shared_sets: dict[str, Any] = field(default_factory=dict)
-    shared_deletes: set[str] = field(default_factory=set)
-    executor_sets: dict[str, Any] = field(default_factory=dict)
+    shared: StateDelta = field(default_factory=StateDelta)  # shared-state writes, merged in delivery order
+    executor_sets: dict[str, Any] = field(default_factory=dict)  # executor states are set, never deleted
     metadata: dict[str, Any] = field(default_factory=dict)
     #: start a new lineage (no parent) with empty state: what ``reset_for_new_run`` writes
     fresh: bool = False
@@ -97,13 +96,9 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     checkpoint_id = new_checkpoint_id(who.instance_id)
     base = InstanceState() if changes.fresh else state  # what this checkpoint builds on
     parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
-    shared_sets, shared_deletes, executor_sets = (
-        changes.shared_sets,
-        changes.shared_deletes,
-        changes.executor_sets,
-    )
-    shared_delta = base.shared_delta.merged(shared_sets, shared_deletes)
-    executor_delta = base.executor_delta.merged(executor_sets, set())
+    shared, executor_sets = changes.shared, changes.executor_sets
+    shared_delta = base.shared_delta.merged(shared.sets, shared.deletes)
+    executor_delta = base.executor_delta.merged(executor_sets)
     keyframe_id = base.keyframe_id
     keyframe_state = None
     delta_entries = len(shared_delta.sets) + len(shared_delta.deletes) + len(executor_delta.sets)
@@ -111,10 +106,7 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
         delta_entries, len(base.shared_state) + len(base.executor_states)
     ):
         keyframe_id = checkpoint_id
-        keyframe_state = (
-            _applied(base.shared_state, shared_sets, shared_deletes),
-            _applied(base.executor_states, executor_sets, set()),
-        )
+        keyframe_state = (shared.apply_to(base.shared_state), {**base.executor_states, **executor_sets})
         shared_delta, executor_delta = StateDelta(), StateDelta()
     messages = changes.messages if changes.messages is not None else base.messages
     fan_in = changes.fan_in_buffers if changes.fan_in_buffers is not None else base.fan_in_buffers
@@ -150,8 +142,8 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     if keyframe_state is not None:
         state.shared_state, state.executor_states = keyframe_state
     else:  # not fresh (a fresh lineage always cuts a keyframe): apply what changed, in place
-        if shared_sets or shared_deletes:
-            _apply(state.shared_state, shared_sets, shared_deletes)
+        if shared:
+            shared.apply_in_place(state.shared_state)
         if executor_sets:
             state.executor_states.update(executor_sets)
     state.checkpoint_id = checkpoint_id
@@ -169,7 +161,7 @@ def _in_user_terms(error: SerializationError, cp: HeadFields, changes: Changes) 
     suspects: list[tuple[str, Any]] = [
         (f"the message for {d.target_id!r} from {', '.join(d.source_ids)!r}", d.message) for d in cp.messages
     ]
-    suspects += [(f"shared state key {key!r}", value) for key, value in changes.shared_sets.items()]
+    suspects += [(f"shared state key {key!r}", value) for key, value in changes.shared.sets.items()]
     suspects += [(f"the executor state of {eid!r}", value) for eid, value in changes.executor_sets.items()]
     suspects += [(f"the data of request {rid!r}", r.data) for rid, r in cp.pending_requests.items()]
     for where, value in suspects:
@@ -178,15 +170,3 @@ def _in_user_terms(error: SerializationError, cp: HeadFields, changes: Changes) 
         except SerializationError as inner:
             return SerializationError(f"checkpoint of superstep {cp.superstep}: {where}: {inner}")
     return error
-
-
-def _applied(base: dict[str, Any], sets: dict[str, Any], deletes: set[str]) -> dict[str, Any]:
-    result = dict(base)
-    _apply(result, sets, deletes)
-    return result
-
-
-def _apply(target: dict[str, Any], sets: dict[str, Any], deletes: set[str]) -> None:
-    for key in deletes:
-        target.pop(key, None)
-    target.update(sets)

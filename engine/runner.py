@@ -38,16 +38,14 @@ def plan(deliveries: list[Delivery]) -> list[ExecutorBatch]:
 def barrier_changes(outcomes: list[DeliveryOutcome], state: InstanceState) -> Changes:
     """Merge the outcomes' writes in delivery order (later wins) and collect new pending requests."""
     changes = Changes()
-    sets, deletes = changes.shared_sets, changes.shared_deletes
+    shared = changes.shared
     pending = None
     for outcome in outcomes:
         for key, value, deleted in outcome.state_writes:
             if deleted:
-                sets.pop(key, None)
-                deletes.add(key)
+                shared.delete(key)
             else:
-                sets[key] = value
-                deletes.discard(key)
+                shared.set(key, value)
         if outcome.executor_state:
             changes.executor_sets[outcome.executor_id] = outcome.executor_state[0]
         if outcome.requests:
@@ -70,7 +68,6 @@ class SuperstepRunner:
         self.dispatcher = dispatcher
         self.state = state
         self.who = who
-        self._delivered = SuperstepResult()
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
@@ -82,11 +79,10 @@ class SuperstepRunner:
             yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
             live: list[WorkflowEvent] = []
             wake = asyncio.Event()
-            delivering = start_eagerly(self._deliver(superstep, live, wake))  # nothing is applied yet
+            delivering, result = start_eagerly(self._deliver(superstep, live, wake))  # nothing applied yet
             if delivering is None:  # no handler suspended: everything happened already
                 for event in live:
                     yield event
-                result = self._delivered
             else:  # handlers are awaiting: stream their events as they happen
                 async for event in _while_running(delivering, live, wake):
                     yield event
@@ -110,8 +106,7 @@ class SuperstepRunner:
     ) -> SuperstepResult:
         """Run every queued delivery through the dispatcher; outcomes sorted into delivery order.
 
-        Executor events go to ``live`` as they happen (``wake`` tells a waiting stream). The result is also
-        kept in ``_delivered`` for the common case where nothing suspended and no Task was made.
+        Executor events go to ``live`` as they happen (``wake`` tells a waiting stream).
         """
 
         def emit(event: WorkflowEvent) -> None:
@@ -135,7 +130,6 @@ class SuperstepRunner:
         result = await self.dispatcher.run_superstep(self.graph.executors, work, emit)
         if len(batches) > 1:
             result.outcomes.sort(key=_by_index)
-        self._delivered = result
         return result
 
     async def _commit(self, superstep: int, outcomes: list[DeliveryOutcome]) -> list[WorkflowEvent]:

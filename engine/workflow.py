@@ -23,7 +23,7 @@ from .errors import (
     WorkflowNotIdleError,
     WorkflowRunInProgressError,
 )
-from .events import EventType, Lifecycle, RunResult, RunState, WorkflowEvent
+from .events import EventType, Lifecycle, RunResult, RunState, WorkflowEvent, request_info_event
 from .graph import Graph, mermaid
 from .instance_state import Changes, Identity, InstanceState, commit
 from .messages import INPUT_SOURCE, Delivery, PendingRequest
@@ -321,7 +321,8 @@ class Workflow:
         state = self._state if self._state is not None else InstanceState()
         asked = {e.request_id: e for e in events if e.type == EventType.REQUEST_INFO}
         pending = {
-            rid: asked.get(rid) or _request_event(request) for rid, request in state.pending_requests.items()
+            rid: asked.get(rid) or request_info_event(request)
+            for rid, request in state.pending_requests.items()
         }
         return RunResult(
             outputs=outputs_of(events),
@@ -391,13 +392,3 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow(name={self.name!r}, instance_id={self.instance_id!r}, status={self.status.value})"
-
-
-def _request_event(request: PendingRequest) -> WorkflowEvent:
-    return WorkflowEvent(
-        EventType.REQUEST_INFO,
-        request.data,
-        executor_id=request.source_executor_id,
-        request_id=request.request_id,
-        details={"response_type": getattr(request.response_type, "__name__", str(request.response_type))},
-    )
