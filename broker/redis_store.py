@@ -32,15 +32,11 @@ from engine.errors import ReservationLostError, StoreError, WorkflowRunInProgres
 from engine.store import Lease, ReservationInfo, Store
 
 from .keys import KeySpace, check_instance_id
-from .scripts import Scripts
+from .scripts import Scripts, milliseconds
 
 logger = logging.getLogger("barrierflow.broker")
 
 _WRITTEN, _LOCK_GONE, _EPOCH_MOVED = 0, 1, 2
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 @contextmanager
@@ -72,6 +68,12 @@ def _describe_owner(owner: dict[str, Any]) -> str:
     )
     host, pid = owner.get("host", "?"), owner.get("pid", "?")
     return f"run {owner.get('run_id')!r} (host {host}, pid {pid}, since {when})"
+
+
+def _as_record(reply: list[bytes] | None) -> tuple[bytes, bytes | None] | None:
+    if reply is None:
+        return None
+    return reply[0], reply[1] if len(reply) > 1 else None
 
 
 class RedisStore(Store):
@@ -207,7 +209,7 @@ class RedisStore(Store):
         with _redis_errors("reserve", instance_id):
             reply = await self._scripts.acquire(
                 keys=[keys.lock(instance_id), keys.owner(instance_id), keys.epoch(instance_id)],
-                args=[token, json.dumps(owner, default=str), _ms(self.lock_ttl)],
+                args=[token, json.dumps(owner, default=str), milliseconds(self.lock_ttl)],
             )
         if reply[0] == 1:
             return Lease(instance_id, token, int(reply[1]), self.lock_ttl)
@@ -225,7 +227,7 @@ class RedisStore(Store):
     async def renew(self, lease: Lease) -> bool:
         with _redis_errors("renew", lease.instance_id):
             renewed = await self._scripts.renew(
-                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, _ms(lease.ttl)]
+                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, milliseconds(lease.ttl)]
             )
         if not renewed:
             lease.lost = True
@@ -284,7 +286,7 @@ class RedisStore(Store):
         with _redis_errors(f"fenced_set of {key_suffix!r}", instance_id):
             written = await self._scripts.fenced_set(
                 keys=[keys.lock(instance_id), keys.epoch(instance_id), target],
-                args=[lease_token, epoch, value, 0 if ttl_seconds is None else _ms(ttl_seconds)],
+                args=[lease_token, epoch, value, 0 if ttl_seconds is None else milliseconds(ttl_seconds)],
             )
         return bool(written)
 
@@ -324,7 +326,7 @@ class RedisStore(Store):
                     0 if record.keyframe is None else 1,
                     b"" if record.keyframe is None else record.keyframe,
                     self.retention,
-                    0 if self.checkpoint_ttl is None else _ms(self.checkpoint_ttl),
+                    0 if self.checkpoint_ttl is None else milliseconds(self.checkpoint_ttl),
                     keys.base(instance_id),
                 ],
             )
@@ -344,18 +346,25 @@ class RedisStore(Store):
         )
 
     async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
-        instance_id = await self._locate(checkpoint_id)
-        if instance_id is None:
-            return None
-        keys = self.keys
-        with _redis_errors(f"read of checkpoint {checkpoint_id!r}", instance_id):
-            reply = await self._scripts.read_record(
-                keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
-                args=[checkpoint_id, keys.base(instance_id)],
-            )
-        if reply is None:
-            return None
-        return reply[0], reply[1] if len(reply) > 1 else None
+        return (await self.read_records([checkpoint_id]))[0]
+
+    async def read_records(self, checkpoint_ids: list[str]) -> list[tuple[bytes, bytes | None] | None]:
+        """Heads and keyframes of several checkpoints in one pipeline (one round trip, however many)."""
+        located = [(checkpoint_id, await self._locate(checkpoint_id)) for checkpoint_id in checkpoint_ids]
+        wanted = [(checkpoint_id, instance_id) for checkpoint_id, instance_id in located if instance_id]
+        keys, replies = self.keys, iter(())
+        if wanted:
+            instances = ", ".join(sorted({instance_id for _, instance_id in wanted}))
+            with _redis_errors(f"read of {len(wanted)} checkpoint(s)", instances):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for checkpoint_id, instance_id in wanted:
+                        await self._scripts.read_record(
+                            keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
+                            args=[checkpoint_id, keys.base(instance_id)],
+                            client=pipe,
+                        )
+                    replies = iter(await pipe.execute())
+        return [_as_record(next(replies)) if instance_id else None for _, instance_id in located]
 
     async def list_ids(self, instance_id: str) -> list[str]:
         with _redis_errors("list_ids", instance_id):

@@ -33,22 +33,12 @@ import contextlib
 import enum
 import threading
 from collections.abc import Sequence
-from functools import cache
-from importlib import resources
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from .keys import KeySpace
-
-
-@cache
-def _put_result_source() -> str:
-    return resources.files(__package__).joinpath("put_result.lua").read_text(encoding="utf-8")
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
+from .scripts import milliseconds, script_source
 
 
 class PutStatus(enum.IntEnum):
@@ -99,7 +89,7 @@ class ResultWriter:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._put = client.register_script(_put_result_source())
+        self._put = client.register_script(script_source("put_result"))
 
     def should_run(self, keys: ResultKeys, task: int, token: str, epoch: int) -> bool:
         """Whether running the task can still matter: the lease holds and no result is there yet.
@@ -119,7 +109,7 @@ class ResultWriter:
         """Write the record and notify, fenced by the lease (``put_result.lua``)."""
         reply = self._put(
             keys=[keys.lock, keys.epoch, keys.result(task), keys.notify],
-            args=[token, epoch, value, _ms(ttl), task],
+            args=[token, epoch, value, milliseconds(ttl), task],
         )
         return PutStatus(int(reply))
 
@@ -133,7 +123,7 @@ class Claim:
     """
 
     def __init__(self, client: redis.Redis, key: str, worker: str, ttl: float) -> None:
-        self._client, self._key, self._ms = client, key, _ms(ttl)
+        self._client, self._key, self._ms = client, key, milliseconds(ttl)
         client.set(key, worker, px=self._ms)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh, args=(ttl / 3,), daemon=True, name="bfw-claim")

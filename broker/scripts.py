@@ -18,6 +18,11 @@ from redis.commands.core import AsyncScript
 _WITH_CHECKPOINT_LIB = frozenset({"fenced_write", "delete_record"})
 
 
+def milliseconds(seconds: float) -> int:
+    """Seconds as the whole, positive milliseconds the scripts take (``PX``/``PEXPIRE``)."""
+    return max(1, round(seconds * 1000))
+
+
 @cache
 def script_source(name: str) -> str:
     """The text of ``broker/<name>.lua``, with the shared helpers in front where the script uses them."""

@@ -124,6 +124,10 @@ class Store(ABC):
     async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
         """The head and keyframe bytes of a checkpoint, or ``None`` when there is no such checkpoint."""
 
+    async def read_records(self, checkpoint_ids: list[str]) -> list[tuple[bytes, bytes | None] | None]:
+        """``read_record`` of several ids; stores with network round trips batch it (one per call)."""
+        return [await self.read_record(checkpoint_id) for checkpoint_id in checkpoint_ids]
+
     @abstractmethod
     async def list_ids(self, instance_id: str) -> list[str]:
         """Checkpoint ids of an instance, newest first."""
@@ -154,12 +158,9 @@ class Store(ABC):
 
     async def list_checkpoints(self, instance_id: str) -> list[Checkpoint]:
         """Every retained checkpoint of an instance, newest first."""
-        result = []
-        for checkpoint_id in await self.list_ids(instance_id):
-            record = await self.read_record(checkpoint_id)
-            if record is not None:  # deleted between the listing and the read
-                result.append(decode_record(*record).checkpoint)
-        return result
+        records = await self.read_records(await self.list_ids(instance_id))
+        # a record deleted between the listing and the read is None: skipped
+        return [decode_record(*record).checkpoint for record in records if record is not None]
 
     async def latest_checkpoint(self, instance_id: str) -> Checkpoint | None:
         checkpoint_id = await self.latest_id(instance_id)

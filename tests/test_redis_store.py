@@ -443,3 +443,29 @@ async def test_describe_of_a_held_instance_on_a_real_clock(make_store: MakeStore
     assert await store.renew(lease)
     assert (await store.describe("inst")).ttl_left > 1.9
     await store.release(lease)
+
+
+async def test_listing_checkpoints_reads_them_in_one_round_trip() -> None:
+    """``list_checkpoints`` pipelines its reads: the index query plus one pipeline, not one call per record."""
+    import fakeredis
+
+    store = RedisStore(fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer()), prefix="bftest")
+    for step in range(10):
+        await store.save_checkpoint(checkpoint("listed", superstep=step))
+    round_trips: list[str] = []
+    client = store.client
+    direct, make_pipeline = client.execute_command, client.pipeline
+
+    async def command(*args: object, **kwargs: object) -> object:
+        round_trips.append(str(args[0]))
+        return await direct(*args, **kwargs)
+
+    def pipeline(*args: object, **kwargs: object) -> object:
+        round_trips.append("pipeline")
+        return make_pipeline(*args, **kwargs)
+
+    client.execute_command = command  # type: ignore[method-assign]
+    client.pipeline = pipeline  # type: ignore[method-assign]
+    listed = await store.list_checkpoints("listed")
+    assert [cp.superstep for cp in listed] == list(range(9, -1, -1))
+    assert round_trips == ["ZREVRANGE", "pipeline"]  # the index, then all ten reads together
