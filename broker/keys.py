@@ -19,13 +19,13 @@ suffix             type        holds
 ``kf:<id>``        string      encoded keyframe (full shared + executor state)
 =================  ==========  ===============================================================================
 
-Other suffixes are free for fenced records of other components (``RedisStore.fenced_set``), e.g. the
-workers' results.
+Other suffixes are free for records of other components in the instance's slot (``KeySpace.user_key``), e.g.
+the workers' fenced results (``broker/results.py``).
 """
 
 from __future__ import annotations
 
-#: Suffixes owned by the store itself; ``fenced_set`` may not write them.
+#: Suffixes owned by the store itself; ``user_key`` refuses them.
 RESERVED_SUFFIXES = frozenset({"lock", "owner", "epoch", "index", "kfmap", "kfrefs"})
 RESERVED_SUFFIX_PREFIXES = ("ckpt:", "kf:")
 

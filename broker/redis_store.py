@@ -198,12 +198,6 @@ class RedisStore(Store):
             self._per_loop.pop(asyncio.get_running_loop(), None)
             await client.aclose()
 
-    def instance_key(self, instance_id: str, suffix: str) -> str:
-        """``{prefix}:{<instance>}:<suffix>``: a key in the instance's slot, for ``fenced_set`` records."""
-        return self.keys.user_key(instance_id, suffix)
-
-    # -- reservation ---------------------------------------------------------------------------------------
-
     async def reserve(self, instance_id: str, token: str, owner: dict[str, Any]) -> Lease:
         keys = self.keys
         with _redis_errors("reserve", instance_id):
@@ -262,35 +256,6 @@ class RedisStore(Store):
         return ReservationInfo(instance_id, True, epoch_number, ttl_left, _decode_owner(owner))
 
     # -- fenced records of other components --------------------------------------------------------------
-
-    async def fenced_set(
-        self,
-        lease_token: str,
-        epoch: int,
-        instance_id: str,
-        key_suffix: str,
-        value: bytes,
-        ttl_seconds: float | None,
-    ) -> bool:
-        """Write ``value`` at ``instance_key(instance_id, key_suffix)`` only if the lease still holds.
-
-        For the workers: a task carries the coordinator's token and epoch, and its result is one Lua call that
-        checks both before the ``SET``, so a task redelivered after its run lost the lease writes nothing.
-        ``False`` when fenced out. ``ttl_seconds`` (None: no expiry) bounds how long the record stays.
-        Read such records with ``store.client.get(store.instance_key(...))``.
-        """
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise ValueError(f"ttl_seconds must be positive or None, not {ttl_seconds!r}")
-        keys = self.keys
-        target = keys.user_key(instance_id, key_suffix)
-        with _redis_errors(f"fenced_set of {key_suffix!r}", instance_id):
-            written = await self._scripts.fenced_set(
-                keys=[keys.lock(instance_id), keys.epoch(instance_id), target],
-                args=[lease_token, epoch, value, 0 if ttl_seconds is None else milliseconds(ttl_seconds)],
-            )
-        return bool(written)
-
-    # -- checkpoint records --------------------------------------------------------------------------------
 
     async def write_record(self, record: CheckpointRecord, lease: Lease | None) -> None:
         instance_id = record.instance_id
@@ -400,10 +365,6 @@ class RedisStore(Store):
             if found is None:
                 return None
             instance_id = found.decode()
-        try:
-            return check_instance_id(instance_id)
-        except ValueError:
-            return None
         try:
             return check_instance_id(instance_id)
         except ValueError:

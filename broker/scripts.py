@@ -41,7 +41,6 @@ class Scripts:
     renew: AsyncScript
     release: AsyncScript
     fenced_write: AsyncScript
-    fenced_set: AsyncScript
     read_record: AsyncScript
     delete_record: AsyncScript
 

@@ -37,7 +37,6 @@ class WorkflowBuilder:
         self.max_supersteps = max_supersteps
         self._executors: dict[str, Executor] = {}
         self._duplicates: list[str] = []
-        self._unknown: list[str] = []
         self._groups: list[EdgeGroup] = []
         self._problems: list[str] = []
         if isinstance(start_executor, Executor):

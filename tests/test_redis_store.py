@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker import RedisStore
 from broker.keys import KeySpace
+from broker.results import ResultKeys
 from engine.checkpoint import Checkpoint, new_checkpoint_id
 from engine.checkpoint_format import StateDelta, encode_record, head_fields
 from engine.codec import register_type
@@ -154,7 +155,6 @@ async def test_gc_paused_holder_is_fenced_out(make_store: MakeStore) -> None:
     assert a.lost
     assert await coordinator_a.latest_id("inst") == b_cp.checkpoint_id
     assert await coordinator_a.read_record(a_cp.checkpoint_id) is None
-    assert await coordinator_a.fenced_set(a.token, a.epoch, "inst", "result:1", b"late", 60) is False
 
 
 async def test_same_token_at_an_older_epoch_is_fenced_out(make_store: MakeStore) -> None:
@@ -181,29 +181,15 @@ async def test_lock_deleted_behind_the_holders_back(make_store: MakeStore) -> No
     assert await store.list_ids("inst") == []
 
 
-# -- fenced_set (for the workers) ----------------------------------------------------------------------------
+# -- keys of other components -------------------------------------------------------------------------------
 
 
-async def test_fenced_set_writes_only_while_the_lease_holds(make_store: MakeStore) -> None:
+async def test_other_components_get_keys_in_the_slot_but_never_the_stores_own(make_store: MakeStore) -> None:
     store = make_store()
-    lease = await store.reserve("inst", new_token(), owner_info("run"))
-    key = store.instance_key("inst", "result:run-1:3:task-7")
-    assert key == f"{store.prefix}:{{inst}}:result:run-1:3:task-7"
-    assert await store.fenced_set(lease.token, lease.epoch, "inst", "result:run-1:3:task-7", b"\x00ok", 60)
-    assert await store.client.get(key) == b"\x00ok"
-    assert 0 < await store.client.pttl(key) <= 60_000
-    assert await store.fenced_set(lease.token, lease.epoch - 1, "inst", "result:x", b"old epoch", 60) is False
-    await store.release(lease)
-    assert await store.fenced_set(lease.token, lease.epoch, "inst", "result:y", b"late", None) is False
-    assert (
-        await store.client.exists(
-            store.instance_key("inst", "result:x"), store.instance_key("inst", "result:y")
-        )
-        == 0
-    )
+    assert store.keys.user_key("inst", "bfw:res:1") == f"{store.prefix}:{{inst}}:bfw:res:1"
     for reserved in ("lock", "epoch", "index", "ckpt:x", "kf:x", ""):
         with pytest.raises(ValueError):
-            store.instance_key("inst", reserved)
+            store.keys.user_key("inst", reserved)
 
 
 # -- bad data and backend failures ---------------------------------------------------------------------------
@@ -324,9 +310,9 @@ async def test_every_key_carries_the_instance_hash_tag(make_store: MakeStore) ->
         keyframe_state=({}, {"a": 1}),
     )
     await store.write_record(key, lease)
-    await store.fenced_set(lease.token, lease.epoch, "job-42", "result:1", b"r", 60)
-    keys = [k.decode() for k in await all_keys(store)]
-    assert len(keys) >= 9  # lock owner epoch index kfmap kfrefs head keyframe result
+    results = ResultKeys(store.prefix, "job-42", "run", lease.epoch, 3)  # the workers' records
+    keys = [k.decode() for k in await all_keys(store)] + [results.result(0), results.claim(0), results.notify]
+    assert len(keys) >= 11  # lock owner epoch index kfmap kfrefs head keyframe + result claim notify
     assert all(k.startswith(f"{store.prefix}:{{job-42}}:") for k in keys)
     assert len({key_slot(k.encode()) for k in keys}) == 1
 
