@@ -15,11 +15,9 @@ files beside this module, each with its KEYS/ARGV/reply header.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +30,7 @@ from engine.errors import ReservationLostError, StoreError, WorkflowRunInProgres
 from engine.store import Lease, ReservationInfo, Store
 
 from .keys import KeySpace, check_instance_id
+from .per_loop import PerLoop
 from .scripts import Scripts, milliseconds
 
 logger = logging.getLogger("barrierflow.broker")
@@ -103,20 +102,14 @@ class RedisStore(Store):
         encoder = getattr(client, "get_encoder", None)
         if encoder is not None and encoder().decode_responses:
             raise ValueError("RedisStore needs a binary-safe client: create it without decode_responses=True")
-        self._client = client
         self.keys = KeySpace(prefix)
         self.lock_ttl = lock_ttl
         self.retention = retention
         self.checkpoint_ttl = checkpoint_ttl
-        self._home_scripts = Scripts.register(client)
-        self._owns_client = False
-        # from_url stores make one client per event loop: redis.asyncio connections belong to the loop that
-        # opened them, and a program may well call asyncio.run() twice with the same store.
-        self._client_factory: Callable[[], Redis] | None = None
-        self._home_claimed = False  # the first loop to use the store gets the client made by from_url
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Redis, Scripts]] = (
-            weakref.WeakKeyDictionary()
-        )
+        # from_url stores make one client per event loop (see broker/per_loop.py); a client passed in is the
+        # caller's, used as it is
+        self._bound: PerLoop[tuple[Redis, Scripts]] | None = None
+        self._fixed = (client, Scripts.register(client))
 
     @classmethod
     def from_url(
@@ -144,37 +137,31 @@ class RedisStore(Store):
             retention=retention,
             checkpoint_ttl=checkpoint_ttl,
         )
-        store._owns_client = True
-        store._client_factory = lambda: Redis.from_url(url, **client_options)
+
+        def connect() -> tuple[Redis, Scripts]:
+            client = Redis.from_url(url, **client_options)
+            return client, Scripts.register(client)
+
+        store._bound = PerLoop(connect, first=store._fixed)
         return store
 
-    def _bound(self) -> tuple[Redis, Scripts]:
+    def _current(self) -> tuple[Redis, Scripts]:
         """The client (and its scripts) for the running event loop."""
-        if self._client_factory is None:
-            return self._client, self._home_scripts
+        if self._bound is None:
+            return self._fixed
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return self._client, self._home_scripts
-        bound = self._per_loop.get(loop)
-        if bound is None:
-            if not self._home_claimed:
-                self._home_claimed = True
-                bound = (self._client, self._home_scripts)
-            else:
-                client = self._client_factory()
-                bound = (client, Scripts.register(client))
-            self._per_loop[loop] = bound
-        return bound
+            return self._bound.get()
+        except RuntimeError:  # no running loop (a sync caller inspecting the store)
+            return self._fixed
 
     @property
     def client(self) -> Redis:
         """The redis.asyncio client for the running event loop."""
-        return self._bound()[0]
+        return self._current()[0]
 
     @property
     def _scripts(self) -> Scripts:
-        return self._bound()[1]
+        return self._current()[1]
 
     @property
     def prefix(self) -> str:
@@ -193,10 +180,10 @@ class RedisStore(Store):
 
     async def aclose(self) -> None:
         """Close the connection pool if ``from_url`` created it (a client passed in belongs to the caller)."""
-        if self._owns_client:
-            client = self.client
-            self._per_loop.pop(asyncio.get_running_loop(), None)
-            await client.aclose()
+        if self._bound is not None:  # from_url made the clients; a client passed in is the caller's
+            bound = self._bound.pop()
+            if bound is not None:
+                await bound[0].aclose()
 
     async def reserve(self, instance_id: str, token: str, owner: dict[str, Any]) -> Lease:
         keys = self.keys

@@ -31,7 +31,6 @@ Connection to Redis — the records live in the store's Redis, next to the insta
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import math
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from broker.per_loop import PerLoop
 from broker.results import ResultKeys, ResultReader
 from engine import codec
 from engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
@@ -148,8 +148,7 @@ class CeleryDispatcher(Dispatcher):
         self._store = store
         self._client = redis  # with a store, its client of the running loop is asked for each superstep
         self._url = redis_url or conf.get("barrierflow_redis_url") or DEFAULT_REDIS_URL
-        self._owned: Redis | None = None
-        self._owned_loop: asyncio.AbstractEventLoop | None = None
+        self._owned: PerLoop[Redis] = PerLoop(lambda: Redis.from_url(self._url, socket_connect_timeout=5.0))
         self.slots = slots if slots is not None else conf.get("barrierflow_worker_slots")
         self.tasks_per_slot = max(1, tasks_per_slot)
         self.min_task_deliveries = max(1, min_task_deliveries)
@@ -167,17 +166,12 @@ class CeleryDispatcher(Dispatcher):
             return self._store.client
         if self._client is not None:
             return self._client
-        loop = asyncio.get_running_loop()
-        if self._owned is None or self._owned_loop is not loop:  # a client belongs to the loop it ran on
-            self._owned = Redis.from_url(self._url, socket_connect_timeout=5.0)
-            self._owned_loop = loop
-        return self._owned
+        return self._owned.get()  # one per event loop (broker/per_loop.py)
 
     async def aclose(self) -> None:
-        if self._owned is not None:
-            owned, self._owned = self._owned, None
-            with contextlib.suppress(RuntimeError):  # its loop is gone; the sockets went with it
-                await owned.aclose()
+        owned = self._owned.pop()
+        if owned is not None:
+            await owned.aclose()
 
     # -- planning ----------------------------------------------------------------------------------------
 
