@@ -6,8 +6,7 @@ the modules listed in ``BARRIERFLOW_IMPORTS``, whose ``@register_workflow`` deco
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import WorkflowError
@@ -42,11 +41,3 @@ def workflow_factory(name: str) -> Factory:
 
 def registered_workflows() -> dict[str, Factory]:
     return dict(_factories)
-
-
-def import_modules(modules: Iterable[str]) -> None:
-    """Import the modules that define workflows (configuration, never data: names come from the operator)."""
-    for module in modules:
-        module = module.strip()
-        if module:
-            importlib.import_module(module)
