@@ -1,4 +1,4 @@
-# One image for every barrierflow service: the Celery workers and the coordinator (see docker-compose.yml).
+# One image for every barrierflow service: Celery workers, coordinators, the HTTP API (see docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,14 +8,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so editing the code does not reinstall them (the metadata changes rarely).
-COPY pyproject.toml README.md ./
+# Dependencies in a layer of their own: it is rebuilt only when pyproject.toml changes, not on every code edit.
+COPY pyproject.toml ./
+RUN python - <<'PY' > /tmp/requirements.txt && pip install -r /tmp/requirements.txt
+import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
+PY
+
+# The package itself (no dependencies left to fetch), then the examples, which run from /app, not installed.
+COPY README.md ./
+COPY barrierflow ./barrierflow
 COPY engine ./engine
 COPY broker ./broker
 COPY workers ./workers
+RUN pip install --no-deps .
 COPY examples ./examples
-COPY barrierflow_cli ./barrierflow_cli
-RUN pip install .
 
 # Celery warns loudly when a worker runs as root; nothing here needs root.
 RUN useradd --create-home --uid 10001 barrierflow

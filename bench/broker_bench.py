@@ -29,11 +29,17 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from broker import RedisStore
-from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import StateDelta, decode_record, encode_full, encode_record, head_fields
-from engine.messages import Delivery
-from engine.store import new_token, owner_info
+from barrierflow.broker import RedisStore
+from barrierflow.engine.checkpoint import Checkpoint, new_checkpoint_id
+from barrierflow.engine.checkpoint_format import (
+    StateDelta,
+    decode_record,
+    encode_full,
+    encode_record,
+    head_fields,
+)
+from barrierflow.engine.messages import Delivery
+from barrierflow.engine.store import new_token, owner_info
 
 COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -15,10 +15,10 @@ import json
 import time
 from typing import Any
 
-from engine import Executor, MemoryStore, WorkflowBuilder, WorkflowContext, handler
-from engine.checkpoint_format import CheckpointRecord
-from engine.instance_state import Changes, Identity, InstanceState, commit
-from engine.store import Lease
+from barrierflow.engine import Executor, MemoryStore, WorkflowBuilder, WorkflowContext, handler
+from barrierflow.engine.checkpoint_format import CheckpointRecord
+from barrierflow.engine.instance_state import Changes, Identity, InstanceState, commit
+from barrierflow.engine.store import Lease
 
 
 class DiscardStore(MemoryStore):

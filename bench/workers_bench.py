@@ -2,7 +2,7 @@
 
     python bench/workers_bench.py [--redis-url URL] [--runs N]
 
-It starts two worker processes of its own (``celery -A workers.app worker -P prefork -c 1``) on a fresh queue
+It starts two worker processes of its own (``celery -A barrierflow.workers.app worker -P prefork -c 1``) on a fresh queue
 (worker 1 also consumes a second queue, used for the one-worker comparison), on the local Redis, and removes
 its queues and keys at the end. Each figure is a median over several runs, measured in this process:
 
@@ -37,9 +37,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from engine import EventType, Executor, WorkflowBuilder, WorkflowContext, executor, handler, register_workflow
-from workers.app import app
-from workers.process import worker_command
+from barrierflow.engine import (
+    EventType,
+    Executor,
+    WorkflowBuilder,
+    WorkflowContext,
+    executor,
+    handler,
+    register_workflow,
+)
+from barrierflow.workers.app import app
+from barrierflow.workers.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 100
@@ -164,7 +172,7 @@ def calibrate(target: float = 0.010) -> int:
 
 class Bench:
     def __init__(self, redis_url: str, runs: int) -> None:
-        from broker import RedisStore
+        from barrierflow.broker import RedisStore
 
         self.redis_url = redis_url
         self.runs = runs
@@ -222,7 +230,7 @@ class Bench:
     # runs
 
     def workflow(self, queue: str) -> Any:
-        from workers import CeleryDispatcher
+        from barrierflow.workers import CeleryDispatcher
 
         dispatcher = CeleryDispatcher(app, store=self.store, queue=queue)
         return bench_wide().build(

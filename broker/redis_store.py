@@ -22,12 +22,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from barrierflow.engine.checkpoint_format import CheckpointRecord
+from barrierflow.engine.errors import ReservationLostError, StoreError, WorkflowRunInProgressError
+from barrierflow.engine.store import Lease, ReservationInfo, Store
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-
-from engine.checkpoint_format import CheckpointRecord
-from engine.errors import ReservationLostError, StoreError, WorkflowRunInProgressError
-from engine.store import Lease, ReservationInfo, Store
 
 from .keys import KeySpace, check_instance_id
 from .per_loop import PerLoop

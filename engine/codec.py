@@ -512,7 +512,7 @@ def _encode_type(cls: Any) -> ExtType:
     if _kind_of(cls) is not None:
         raise TypeError(
             f"type object {_type_label(cls)} is not registered; "
-            f"decorate it with @engine.register_type (or call engine.register_type({cls.__qualname__}))"
+            f"decorate it with @barrierflow.register_type (or call barrierflow.register_type({cls.__qualname__}))"
         )
     raise TypeError(
         f"type object {cls!r} cannot be stored: only builtin scalar/container types, datetime, date, time, "
@@ -573,8 +573,8 @@ def _default_slow(value: Any) -> Any:
         cls = type(value)
         kind = _KIND_NAMES[_kind_of(cls)]  # type: ignore[index]
         raise TypeError(
-            f"{kind} {_type_label(cls)} is not registered; decorate it with @engine.register_type "
-            f"(or call engine.register_type({cls.__qualname__}))"
+            f"{kind} {_type_label(cls)} is not registered; decorate it with @barrierflow.register_type "
+            f"(or call barrierflow.register_type({cls.__qualname__}))"
         )
     for base, convert in _BASE_TYPES:
         if isinstance(value, base):
@@ -731,7 +731,7 @@ def _lookup(payload: bytes, code: int | None) -> _Registered:
     if entry is None:
         raise CheckpointDecodeError(
             f"checkpoint data names type {name!r}, which is not registered in this process; import the "
-            f"module that defines it (and registers it with engine.register_type) before decoding"
+            f"module that defines it (and registers it with barrierflow.register_type) before decoding"
         )
     if code is not None and entry.code != code:
         raise CheckpointDecodeError(

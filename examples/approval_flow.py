@@ -26,7 +26,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
-from engine import (
+from barrierflow.engine import (
     Executor,
     RunState,
     WorkflowBuilder,

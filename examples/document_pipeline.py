@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine import (
+from barrierflow.engine import (
     Executor,
     WorkflowBuilder,
     WorkflowContext,

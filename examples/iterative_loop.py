@@ -23,7 +23,7 @@ import asyncio
 import sys
 from dataclasses import dataclass, field
 
-from engine import (
+from barrierflow.engine import (
     Case,
     Default,
     Executor,

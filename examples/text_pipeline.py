@@ -12,7 +12,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from engine import Executor, WorkflowBuilder, WorkflowContext, executor, handler, register_workflow
+from barrierflow.engine import (
+    Executor,
+    WorkflowBuilder,
+    WorkflowContext,
+    executor,
+    handler,
+    register_workflow,
+)
 
 
 class Upper(Executor):

@@ -17,9 +17,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-
-from engine.memory_store import MemoryStore
-from engine.store import Store
+from barrierflow.engine.memory_store import MemoryStore
+from barrierflow.engine.store import Store
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -109,7 +108,7 @@ async def store(store_kind: str, request: pytest.FixtureRequest):
     if store_kind == "memory":
         yield MemoryStore()
         return
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
 
     if store_kind == "fakeredis":
         import fakeredis
@@ -136,7 +135,7 @@ async def make_store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIt
         nonlocal server
         if store_kind == "memory":
             return MemoryStore(**options)
-        from broker import RedisStore
+        from barrierflow.broker import RedisStore
 
         if store_kind == "fakeredis":
             import fakeredis

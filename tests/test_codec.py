@@ -16,10 +16,8 @@ from uuid import UUID, uuid4
 
 import msgpack
 import pytest
-from pydantic import BaseModel, Field
-
-from engine import codec
-from engine.codec import (
+from barrierflow.engine import codec
+from barrierflow.engine.codec import (
     decode,
     encode,
     is_registered,
@@ -27,8 +25,9 @@ from engine.codec import (
     register_types_in_annotation,
     registered_name,
 )
-from engine.errors import CheckpointDecodeError, SerializationError
-from engine.messages import Delivery, PendingRequest
+from barrierflow.engine.errors import CheckpointDecodeError, SerializationError
+from barrierflow.engine.messages import Delivery, PendingRequest
+from pydantic import BaseModel, Field
 
 # ----------------------------------------------------------------------------------------- test types
 
@@ -538,13 +537,13 @@ def test_unregistered_dataclass_suggests_register_type() -> None:
     message = str(info.value)
     assert "$['payload'][0]" in message
     assert "Unregistered" in message
-    assert "engine.register_type" in message
+    assert "barrierflow.register_type" in message
     assert not is_registered(Unregistered)  # encode never registers
 
 
 @pytest.mark.parametrize("value", [UnregisteredModel(value=1), UnregisteredEnum.A], ids=repr)
 def test_unregistered_model_or_enum_suggests_register_type(value: Any) -> None:
-    with pytest.raises(SerializationError, match=r"not registered.*engine\.register_type"):
+    with pytest.raises(SerializationError, match=r"not registered.*barrierflow\.register_type"):
         encode([value])
 
 

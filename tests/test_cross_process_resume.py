@@ -9,8 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from broker import RedisStore
-from engine import RunState
+from barrierflow.broker import RedisStore
+from barrierflow.engine import RunState
+
 from examples.approval_flow import approval_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_PROCESS = textwrap.dedent(
     """
     import asyncio, json, sys
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
     from examples.approval_flow import approval_flow
 
     async def main(url, prefix):

@@ -15,23 +15,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from redis.asyncio.connection import SSLConnection
-from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
-
-from broker import RedisStore
-from broker.keys import KeySpace
-from broker.results import ResultKeys
-from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import StateDelta, encode_record, head_fields
-from engine.codec import register_type
-from engine.errors import (
+from barrierflow.broker import RedisStore
+from barrierflow.broker.keys import KeySpace
+from barrierflow.broker.results import ResultKeys
+from barrierflow.engine.checkpoint import Checkpoint, new_checkpoint_id
+from barrierflow.engine.checkpoint_format import StateDelta, encode_record, head_fields
+from barrierflow.engine.codec import register_type
+from barrierflow.engine.errors import (
     CheckpointDecodeError,
     ReservationLostError,
     StoreError,
     WorkflowRunInProgressError,
 )
-from engine.store import Lease, new_token, owner_info
+from barrierflow.engine.store import Lease, new_token, owner_info
+from redis.asyncio.connection import SSLConnection
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 MakeStore = Callable[..., RedisStore]
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     Executor,
     ReservationLostError,
     RunState,
@@ -19,8 +18,8 @@ from engine import (
     WorkflowRunInProgressError,
     handler,
 )
-from engine.memory_store import MemoryStore
-from engine.store import Store, new_token, owner_info
+from barrierflow.engine.memory_store import MemoryStore
+from barrierflow.engine.store import Store, new_token, owner_info
 
 from .conftest import MakeStore
 
@@ -105,7 +104,7 @@ class _ReleaseFails(MemoryStore):
     """A store whose release cannot reach its backend (a Redis blip at the very end of a run)."""
 
     async def release(self, lease):  # type: ignore[no-untyped-def]
-        from engine.errors import StoreError
+        from barrierflow.engine.errors import StoreError
 
         raise StoreError("release of the lease: connection refused")
 

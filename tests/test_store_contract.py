@@ -11,13 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from engine.checkpoint import Checkpoint, new_checkpoint_id
-from engine.checkpoint_format import CheckpointRecord, StateDelta, encode_record, head_fields
-from engine.errors import CheckpointNotFoundError, ReservationLostError, WorkflowRunInProgressError
-from engine.memory_store import MemoryStore
-from engine.messages import Delivery, PendingRequest
-from engine.store import Lease, Store, new_token, owner_info
+from barrierflow.engine.checkpoint import Checkpoint, new_checkpoint_id
+from barrierflow.engine.checkpoint_format import CheckpointRecord, StateDelta, encode_record, head_fields
+from barrierflow.engine.errors import (
+    CheckpointNotFoundError,
+    ReservationLostError,
+    WorkflowRunInProgressError,
+)
+from barrierflow.engine.memory_store import MemoryStore
+from barrierflow.engine.messages import Delivery, PendingRequest
+from barrierflow.engine.store import Lease, Store, new_token, owner_info
 
 from .conftest import MakeStore
 

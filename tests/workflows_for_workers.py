@@ -14,8 +14,7 @@ from functools import cache
 from typing import Any
 
 import redis
-
-from engine import (
+from barrierflow.engine import (
     Case,
     Default,
     Executor,
@@ -25,7 +24,7 @@ from engine import (
     handler,
     response_handler,
 )
-from engine.registry import register_workflow
+from barrierflow.engine.registry import register_workflow
 
 
 @cache

@@ -1,8 +1,8 @@
 """barrierflow's distributed mode: the Celery app, its task, and ``CeleryDispatcher`` (the coordinator's side).
 
-``from workers import CeleryDispatcher, app``: ``app`` is the Celery app (the one ``celery -A workers.app
-worker`` loads from the module ``workers.app``). It is bound here eagerly on purpose: importing the submodule
-``workers.app`` sets the package attribute ``app`` to the *module*, so a lazy export would hand out the module
+``from barrierflow.workers import CeleryDispatcher, app``: ``app`` is the Celery app (the one ``celery -A barrierflow.workers.app
+worker`` loads from the module ``barrierflow.workers.app``). It is bound here eagerly on purpose: importing the submodule
+``barrierflow.workers.app`` sets the package attribute ``app`` to the *module*, so a lazy export would hand out the module
 or the app depending on import order. Importing ``workers`` therefore imports Celery; the embedded engine
 never imports ``workers``.
 """

@@ -1,4 +1,4 @@
-"""The Celery app of barrierflow's workers: ``celery -A workers.app worker`` starts one.
+"""The Celery app of barrierflow's workers: ``celery -A barrierflow.workers.app worker`` starts one.
 
 Configured from the environment (``workers/config.py`` lists the variables and their local defaults):
 
@@ -21,7 +21,7 @@ from .config import Settings
 
 settings = Settings.from_env()
 
-app = Celery("barrierflow", include=["workers.tasks"])
+app = Celery("barrierflow", include=["barrierflow.workers.tasks"])
 app.conf.update(
     broker_url=settings.broker_url,
     broker_connection_retry_on_startup=True,

@@ -38,28 +38,26 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
-from broker.per_loop import PerLoop
-from broker.results import ResultKeys, ResultReader
-from engine import codec
-from engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
-from engine.errors import (
+from barrierflow.broker.per_loop import PerLoop
+from barrierflow.broker.results import ResultKeys, ResultReader
+from barrierflow.engine import codec
+from barrierflow.engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
+from barrierflow.engine.errors import (
     CheckpointDecodeError,
     GraphSignatureMismatchError,
     ReservationLostError,
     SerializationError,
     WorkflowError,
 )
-from engine.executor import Executor
+from barrierflow.engine.executor import Executor
+from redis.asyncio import Redis
 
 from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME
 from .wire import TaskEnvelope, TaskResult, decode_result, encode_body, encode_task
 
 if TYPE_CHECKING:
+    from barrierflow.broker import RedisStore
     from celery import Celery
-
-    from broker import RedisStore
 
 logger = logging.getLogger("barrierflow.workers")
 
@@ -98,7 +96,7 @@ def plan_tasks(batches: list[ExecutorBatch], k: int) -> list[list[ExecutorBatch]
 class CeleryDispatcher(Dispatcher):
     """Runs supersteps on Celery workers. See the module docstring for the protocol and the Redis options.
 
-    ``app``: the Celery app (default ``workers.app.app``). ``queue``: where tasks go (default the app's
+    ``app``: the Celery app (default ``barrierflow.workers.app.app``). ``queue``: where tasks go (default the app's
     ``task_default_queue``, i.e. ``BARRIERFLOW_QUEUE``). ``slots``: worker processes consuming the queue
     (default ``BARRIERFLOW_WORKER_SLOTS``, else asked from the workers once a minute). ``tasks_per_slot``:
     tasks planned per slot, so uneven batches still balance. ``min_task_deliveries``: a task carries at least

@@ -6,7 +6,7 @@ import sys
 
 
 def worker_command(queues: str, name: str, *, concurrency: int = 1, loglevel: str = "warning") -> list[str]:
-    """``python -m celery -A workers.app worker`` for ``queues`` (comma-separated), node ``name@<host>``.
+    """``python -m celery -A barrierflow.workers.app worker`` for ``queues`` (comma-separated), node ``name@<host>``.
 
     Prefork pool (handlers may be CPU-bound); no heartbeat, gossip or mingle: barrierflow needs none of them
     and they cost start-up time and broker traffic.
@@ -16,7 +16,7 @@ def worker_command(queues: str, name: str, *, concurrency: int = 1, loglevel: st
         "-m",
         "celery",
         "-A",
-        "workers.app",
+        "barrierflow.workers.app",
         "worker",
         "-P",
         "prefork",

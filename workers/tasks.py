@@ -26,12 +26,11 @@ import traceback
 from typing import Any
 
 import redis
-
-from broker.results import PutStatus, ResultKeys, ResultWriter
-from engine.dispatch import LocalDispatcher, SuperstepWork
-from engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
-from engine.graph import Graph
-from engine.registry import workflow_factory
+from barrierflow.broker.results import PutStatus, ResultKeys, ResultWriter
+from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
+from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
+from barrierflow.engine.graph import Graph
+from barrierflow.engine.registry import workflow_factory
 
 from .app import app
 from .config import TASK_NAME

@@ -21,12 +21,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import codec
-from engine.dispatch import ExecutorBatch
-from engine.errors import CheckpointDecodeError, WorkflowError
-from engine.events import EventType, WorkflowEvent
-from engine.messages import Delivery
-from engine.outcome import DeliveryOutcome, FailureInfo
+from barrierflow.engine import codec
+from barrierflow.engine.dispatch import ExecutorBatch
+from barrierflow.engine.errors import CheckpointDecodeError, WorkflowError
+from barrierflow.engine.events import EventType, WorkflowEvent
+from barrierflow.engine.messages import Delivery
+from barrierflow.engine.outcome import DeliveryOutcome, FailureInfo
 
 WIRE_VERSION = 1
 

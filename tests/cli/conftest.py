@@ -34,7 +34,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def barrierflow_argv() -> list[str]:
     """The installed console script when it is on PATH, else the module (the same app)."""
     script = shutil.which("barrierflow")
-    return [script] if script else [sys.executable, "-m", "barrierflow_cli.main"]
+    return [script] if script else [sys.executable, "-m", "barrierflow.cli.main"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60):

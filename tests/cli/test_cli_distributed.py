@@ -84,7 +84,7 @@ def _wait_for_worker(
 ) -> None:
     """Until a worker consuming our queue answers Celery's ping (asked with the same app configuration)."""
     probe = (
-        "from workers.app import app; import sys; "
+        "from barrierflow.workers.app import app; import sys; "
         "r = app.control.ping(timeout=1.0) or []; sys.exit(0 if r else 1)"
     )
     deadline = time.monotonic() + timeout

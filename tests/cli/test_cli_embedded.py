@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from barrierflow_cli.main import app
-from barrierflow_cli.render import jsonable
+from barrierflow.cli.main import app
+from barrierflow.cli.render import jsonable
 from tests.cli.conftest import json_lines
 
 DOC = json.dumps({"title": "Notes", "text": "Redis stores checkpoints. Workers run supersteps."})
@@ -144,7 +144,7 @@ def test_module_alone_is_enough_when_it_defines_one_workflow(cli: CliRunner) -> 
 
 def test_a_builder_object_works_as_target(cli: CliRunner, tmp_path, monkeypatch) -> None:
     (tmp_path / "my_flow.py").write_text(
-        "from engine import WorkflowBuilder, executor\n"
+        "from barrierflow import WorkflowBuilder, executor\n"
         "@executor(id='echo')\n"
         "async def echo(message: dict, ctx) -> None:\n"
         "    await ctx.yield_output(sorted(message))\n"
@@ -322,7 +322,7 @@ def test_a_module_that_fails_to_import_is_reported_as_such(cli: CliRunner, tmp_p
 
 def test_an_invalid_workflow_names_the_problem(cli: CliRunner, tmp_path, monkeypatch) -> None:
     (tmp_path / "invalid_flow.py").write_text(
-        "from engine import WorkflowBuilder, executor\n"
+        "from barrierflow import WorkflowBuilder, executor\n"
         "@executor(id='a')\n"
         "def a(m: str, ctx) -> None: ...\n"
         "@executor(id='b')\n"

@@ -9,7 +9,7 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from barrierflow_cli.main import app
+from barrierflow.cli.main import app
 from tests.cli.conftest import barrierflow_argv, json_lines, run_cli
 
 APPROVAL = "examples.approval_flow:approval_flow"
@@ -193,7 +193,7 @@ def test_status_reports_lock_epoch_checkpoint_and_pending_requests(
     assert "Traceback" not in undecodable.stderr
 
     # While another run holds the lease: status names it, and a run on the instance is refused with exit 4.
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
 
     async def hold():
         store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=60)

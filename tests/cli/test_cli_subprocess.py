@@ -37,7 +37,7 @@ def test_the_readme_first_command() -> None:
 
 
 def test_python_dash_m_works_too() -> None:
-    for module in ("barrierflow_cli", "barrierflow_cli.main"):
+    for module in ("barrierflow.cli", "barrierflow.cli.main"):
         proc = subprocess.run(
             [sys.executable, "-m", module, "graph", "examples.text_pipeline:text_pipeline"],
             cwd=ROOT,
@@ -51,7 +51,7 @@ def test_python_dash_m_works_too() -> None:
 
 def test_embedded_mode_loads_neither_redis_nor_celery() -> None:
     probe = (
-        "import sys; from typer.testing import CliRunner; from barrierflow_cli.main import app; "
+        "import sys; from typer.testing import CliRunner; from barrierflow.cli.main import app; "
         "r = CliRunner().invoke(app, ['run', 'examples.text_pipeline:text_pipeline', '--input', '\"x\"']); "
         "assert r.exit_code == 0, r.output; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'celery', 'kombu', 'broker', 'workers')); "

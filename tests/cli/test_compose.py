@@ -12,7 +12,7 @@ import pytest
 import typer.main
 import yaml
 
-from barrierflow_cli.main import app
+from barrierflow.cli.main import app
 from tests.cli.conftest import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -71,7 +71,7 @@ def test_every_service_has_a_healthcheck(compose: dict) -> None:
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
     worker_check = compose["services"]["worker"]["healthcheck"]["test"]
     assert worker_check[0] == "CMD-SHELL"  # the shell expands $HOSTNAME (written $$HOSTNAME for compose)
-    assert "celery -A workers.app inspect ping -d celery@$$HOSTNAME" in worker_check[1]
+    assert "celery -A barrierflow.workers.app inspect ping -d celery@$$HOSTNAME" in worker_check[1]
 
 
 def test_the_workers_and_coordinator_wait_for_a_healthy_redis(compose: dict) -> None:
@@ -120,12 +120,19 @@ def test_cli_parse_check_rejects_what_does_not_exist() -> None:
     assert is_usage_error(missing_argument.value)
 
 
-def test_dockerfile_builds_the_one_image() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert text.splitlines()[1].startswith("FROM python:3.11-slim")
-    assert "RUN pip install ." in text
-    for package in ("engine", "broker", "workers", "examples", "barrierflow_cli"):
-        assert f"COPY {package} ./{package}" in text
+def test_dockerfile_installs_dependencies_before_the_code() -> None:
+    """Editing the code must not reinstall every dependency: the dependency layer sees only pyproject.toml."""
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    assert lines[1].startswith("FROM python:3.11-slim")
+    first_code_copy = min(i for i, line in enumerate(lines) if line.startswith("COPY barrierflow"))
+    dependency_install = next(i for i, line in enumerate(lines) if "pip install -r" in line)
+    package_install = next(i for i, line in enumerate(lines) if "pip install --no-deps ." in line)
+    assert dependency_install < first_code_copy < package_install
+    copied_before_deps = [line for line in lines[:dependency_install] if line.startswith("COPY")]
+    assert copied_before_deps == ["COPY pyproject.toml ./"]
+    for package in ("barrierflow", "engine", "broker", "workers"):  # what `pip install .` maps into barrierflow
+        assert f"COPY {package} ./{package}" in lines[first_code_copy:package_install]
+    assert "COPY examples ./examples" in lines[package_install:]  # run from /app, not installed
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".git" in ignored
 

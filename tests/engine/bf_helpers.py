@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from engine import Checkpoint, Workflow, WorkflowEvent
+from barrierflow.engine import Checkpoint, Workflow, WorkflowEvent
 
 
 def types_of(events: list[WorkflowEvent], *, ignore: tuple[str, ...] = ()) -> list[str]:

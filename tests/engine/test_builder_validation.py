@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     Case,
     Default,
     Executor,

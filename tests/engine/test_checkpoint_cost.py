@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import Executor, WorkflowBuilder, WorkflowContext, handler
+from barrierflow.engine import Executor, WorkflowBuilder, WorkflowContext, handler
 
 from .bf_helpers import checkpoints, latest
 

@@ -6,8 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     Case,
     Default,
     Executor,

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     Executor,
     WorkflowBuilder,
     WorkflowContext,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     Executor,
     ExecutorFailedError,
     RunState,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine import Case, Default, Executor, RunState, WorkflowBuilder, WorkflowContext, handler
+from barrierflow.engine import Case, Default, Executor, RunState, WorkflowBuilder, WorkflowContext, handler
 
 from .bf_helpers import checkpoints, latest, queued
 

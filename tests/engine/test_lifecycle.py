@@ -6,8 +6,7 @@ import asyncio
 import gc
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     ConvergenceError,
     Executor,
     Lifecycle,

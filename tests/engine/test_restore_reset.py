@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-
-from engine import (
+from barrierflow.engine import (
     ConvergenceError,
     Executor,
     RunState,

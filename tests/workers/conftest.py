@@ -1,7 +1,7 @@
 """Real Celery worker processes for the worker tests, on the session's real Redis (``redis_url``).
 
 Each session gets its own queue, so other workers on the same Redis (a developer's, another test run's) never
-take these tasks. Workers run exactly as in production (``python -m celery -A workers.app worker``), configured
+take these tasks. Workers run exactly as in production (``python -m celery -A barrierflow.workers.app worker``), configured
 only through the environment; they import the test workflows and the examples via ``BARRIERFLOW_IMPORTS``.
 """
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from barrierflow.workers.process import worker_command
 
 from tests.conftest import delete_prefix
 from tests.workflows_for_workers import SIDE_PREFIX
-from workers.process import worker_command
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORTS = ",".join(
@@ -77,7 +77,7 @@ class WorkerPool:
         return self.node(name)
 
     def wait_ready(self, names: list[str], timeout: float = 30.0) -> None:
-        from workers.app import app
+        from barrierflow.workers.app import app
 
         waiting = {self.node(n) for n in names}
         deadline = time.monotonic() + timeout
@@ -144,7 +144,7 @@ def delete_queue_keys(redis_url: str, queue: str) -> None:
 @pytest.fixture(scope="session")
 def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
     """Two worker processes (prefork, one slot each) on a queue of their own, for the whole session."""
-    from workers.app import app
+    from barrierflow.workers.app import app
 
     queue = f"bftest-q-{uuid.uuid4().hex[:10]}"
     saved = {key: app.conf[key] for key in ("broker_url", "task_default_queue", "barrierflow_redis_url")}
@@ -172,6 +172,6 @@ def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def redis_store(redis_url: str, real_redis_prefix: str):
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
 
     return RedisStore.from_url(redis_url, prefix=real_redis_prefix)

@@ -12,9 +12,10 @@ import sys
 async def main(
     url: str, prefix: str, queue: str, instance_id: str, steps: int, delay: float, ttl: float
 ) -> None:
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
+    from barrierflow.workers import CeleryDispatcher, app
+
     from tests.workflows_for_workers import bfw_long
-    from workers import CeleryDispatcher, app
 
     app.conf.broker_url = url
     store = RedisStore.from_url(url, prefix=prefix, lock_ttl=ttl)

@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from broker import RedisStore
-from engine import MemoryStore, RunState
-from engine.errors import WorkflowRunInProgressError
+from barrierflow.broker import RedisStore
+from barrierflow.engine import MemoryStore, RunState
+from barrierflow.engine.errors import WorkflowRunInProgressError
+from barrierflow.workers import CeleryDispatcher, app
+
 from tests import workflows_for_workers as flows
-from workers import CeleryDispatcher, app
 
 ROOT = Path(__file__).resolve().parents[2]
 

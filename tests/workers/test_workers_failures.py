@@ -6,17 +6,17 @@ import asyncio
 import re
 
 import pytest
-
-from engine import RunState, WorkflowBuilder
-from engine.errors import (
+from barrierflow.engine import RunState, WorkflowBuilder
+from barrierflow.engine.errors import (
     ExecutorFailedError,
     GraphSignatureMismatchError,
     ReservationLostError,
     SerializationError,
     WorkflowError,
 )
+from barrierflow.workers import CeleryDispatcher
+
 from tests import workflows_for_workers as flows
-from workers import CeleryDispatcher
 
 
 def dispatcher_for(store, celery_workers, **options) -> CeleryDispatcher:

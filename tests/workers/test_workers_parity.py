@@ -14,15 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from barrierflow.engine import EventType, LocalDispatcher, WorkflowBuilder
+from barrierflow.engine.errors import ExecutorFailedError
+from barrierflow.workers import CeleryDispatcher
 
-from engine import EventType, LocalDispatcher, WorkflowBuilder
-from engine.errors import ExecutorFailedError
 from examples.approval_flow import approval_flow
 from examples.document_pipeline import Document, document_pipeline
 from examples.iterative_loop import guess_the_number
 from examples.text_pipeline import text_pipeline
 from tests import workflows_for_workers as flows
-from workers import CeleryDispatcher
 
 LIVE = {EventType.EXECUTOR_INVOKED, EventType.EXECUTOR_COMPLETED, EventType.EXECUTOR_FAILED}
 RANDOM_DATA = {EventType.CHECKPOINT_CREATED, EventType.STARTED}
@@ -155,9 +155,10 @@ async def test_the_design_usage_gets_redis_from_the_app_configuration(celery_wor
     """``build(store=RedisStore.from_url(url), dispatcher=CeleryDispatcher(app))``, as in DESIGN §3."""
     import uuid
 
-    from broker import RedisStore
+    from barrierflow.broker import RedisStore
+    from barrierflow.workers import app
+
     from tests.conftest import delete_prefix
-    from workers import app
 
     instance_id = f"bftest-design-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(redis_url)  # the default prefix, like the app's default BARRIERFLOW_PREFIX
@@ -171,9 +172,9 @@ async def test_the_design_usage_gets_redis_from_the_app_configuration(celery_wor
 
 
 async def test_a_dispatcher_that_cannot_see_the_stores_lease_says_so(celery_workers, redis_store) -> None:
-    from engine import RunState
-    from engine.errors import WorkflowError
-    from workers import app
+    from barrierflow.engine import RunState
+    from barrierflow.engine.errors import WorkflowError
+    from barrierflow.workers import app
 
     wf = text_pipeline().build(
         instance_id=f"{redis_store.prefix}-elsewhere", store=redis_store, dispatcher=CeleryDispatcher(app)

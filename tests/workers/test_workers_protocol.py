@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import redis
-
-from broker.results import PutStatus, ResultKeys, ResultReader, ResultWriter
-from engine.dispatch import ExecutorBatch
-from engine.messages import Delivery
-from engine.store import new_token, owner_info
-from workers import CeleryDispatcher
-from workers.dispatcher import plan_tasks
+from barrierflow.broker.results import PutStatus, ResultKeys, ResultReader, ResultWriter
+from barrierflow.engine.dispatch import ExecutorBatch
+from barrierflow.engine.messages import Delivery
+from barrierflow.engine.store import new_token, owner_info
+from barrierflow.workers import CeleryDispatcher
+from barrierflow.workers.dispatcher import plan_tasks
 
 
 def batches(sizes: list[int]) -> list[ExecutorBatch]:

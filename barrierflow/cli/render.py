@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 from uuid import UUID
 
-from engine import EventType, RunResult, RunState, WorkflowEvent
+from barrierflow.engine import EventType, RunResult, RunState, WorkflowEvent
 
 _MAX_DEPTH = 40
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from engine import RunState, Store, Workflow, WorkflowBuilder
+from barrierflow.engine import RunState, Store, Workflow, WorkflowBuilder
 
 from . import backends
 from .errors import (
@@ -720,7 +720,7 @@ def worker(
     ] = None,
     debug: Debug = False,
 ) -> None:
-    """Start a Celery worker for barrierflow (the same as `celery -A workers.app worker`)."""
+    """Start a Celery worker for barrierflow (the same as `celery -A barrierflow.workers.app worker`)."""
     _start(debug)
     with reported():
         modules = import_modules([*env_imports(), *(imports or [])])

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from engine import WorkflowBuilder
-from engine.registry import registered_workflows
+from barrierflow.engine import WorkflowBuilder
+from barrierflow.engine.registry import registered_workflows
 
 from .errors import CliError
 

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from engine import MemoryStore, Store
+from barrierflow.engine import MemoryStore, Store
 
 from .errors import EXIT_BAD_INPUT, EXIT_UNREACHABLE, CliError
 
@@ -50,7 +50,7 @@ def memory_store() -> Store:
 async def redis_store(url: str, prefix: str) -> Store:
     """A ``RedisStore`` that has answered a ``PING`` (``CliError`` with exit code 3 otherwise)."""
     try:
-        from broker import RedisStore
+        from barrierflow.broker import RedisStore
     except ImportError as exc:
         raise CliError(f"the Redis store is not available: {exc}", EXIT_UNREACHABLE) from exc
     try:
@@ -77,12 +77,12 @@ async def close_store(store: Store) -> None:
 
 
 def configure_distributed_env(redis_url: str, prefix: str, broker_url: str | None = None) -> None:
-    """Set the variables ``workers.app`` reads at import time, so both sides agree on Redis and prefix.
+    """Set the variables ``barrierflow.workers.app`` reads at import time, so both sides agree on Redis and prefix.
 
     The Celery broker defaults to the Redis URL unless ``BARRIERFLOW_BROKER_URL`` (or ``broker_url``) says
     otherwise.
     """
-    if "workers.app" in sys.modules:
+    if "barrierflow.workers.app" in sys.modules:
         return  # already configured in this process (tests import it once)
     os.environ["BARRIERFLOW_REDIS_URL"] = redis_url
     os.environ["BARRIERFLOW_PREFIX"] = prefix
@@ -92,7 +92,7 @@ def configure_distributed_env(redis_url: str, prefix: str, broker_url: str | Non
 
 def celery_app() -> Any:
     try:
-        from workers.app import app
+        from barrierflow.workers.app import app
     except ImportError as exc:
         raise CliError(f"the Celery workers package is not available: {exc}", EXIT_UNREACHABLE) from exc
     return app
@@ -122,7 +122,7 @@ def workers_answering(app: Any, timeout: float = 1.5) -> int:
 def celery_dispatcher(app: Any, store: Store) -> Any:
     """The coordinator's side of Celery: results are read from the store's Redis, under its prefix."""
     try:
-        from workers import CeleryDispatcher
+        from barrierflow.workers import CeleryDispatcher
     except ImportError as exc:
         raise CliError(f"the Celery dispatcher is not available: {exc}", EXIT_UNREACHABLE) from exc
     return CeleryDispatcher(app, store=store)

@@ -1,5 +1,5 @@
 """The ``barrierflow`` command line: run workflows embedded or distributed, inspect and steer instances.
 
-Entry point: ``barrierflow_cli.main:app`` (a typer app). Redis, Celery and the ``broker``/``workers`` packages
+Entry point: ``barrierflow.cli.main:app`` (a typer app). Redis, Celery and the ``broker``/``workers`` packages
 are imported only by the commands that need them, so ``barrierflow run`` in embedded mode needs neither.
 """

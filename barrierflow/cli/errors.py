@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import typer
 
-from engine.errors import (
+from barrierflow.engine.errors import (
     CheckpointDecodeError,
     CheckpointNotFoundError,
     ConvergenceError,

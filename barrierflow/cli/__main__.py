@@ -1,0 +1,5 @@
+"""``python -m barrierflow.cli``: the same as the ``barrierflow`` script."""
+
+from barrierflow.cli.main import app
+
+app(prog_name="barrierflow")
