@@ -22,11 +22,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 from barrierflow.engine.checkpoint_format import CheckpointRecord
 from barrierflow.engine.errors import ReservationLostError, StoreError, WorkflowRunInProgressError
 from barrierflow.engine.store import Lease, ReservationInfo, Store
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from .keys import KeySpace, check_instance_id
 from .per_loop import PerLoop

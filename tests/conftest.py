@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+
 from barrierflow.engine.memory_store import MemoryStore
 from barrierflow.engine.store import Store
 

@@ -16,6 +16,8 @@ from uuid import UUID, uuid4
 
 import msgpack
 import pytest
+from pydantic import BaseModel, Field
+
 from barrierflow.engine import codec
 from barrierflow.engine.codec import (
     decode,
@@ -27,7 +29,6 @@ from barrierflow.engine.codec import (
 )
 from barrierflow.engine.errors import CheckpointDecodeError, SerializationError
 from barrierflow.engine.messages import Delivery, PendingRequest
-from pydantic import BaseModel, Field
 
 # ----------------------------------------------------------------------------------------- test types
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from barrierflow.broker import RedisStore
 from barrierflow.engine import RunState
-
 from examples.approval_flow import approval_flow
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from barrierflow.engine import EventType, MemoryStore, RunState, register_workflow
 from barrierflow.engine.errors import ExecutorFailedError
 from barrierflow.engine.registry import workflow_factory
-
 from examples.approval_flow import MAX_REVISIONS, ApprovalRequest, Decision, approval_flow
 from examples.document_pipeline import Document, Report, document_pipeline
 from examples.iterative_loop import Solved, guess_the_number

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from redis.asyncio.connection import SSLConnection
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from barrierflow.broker import RedisStore
 from barrierflow.broker.keys import KeySpace
 from barrierflow.broker.results import ResultKeys
@@ -28,9 +32,6 @@ from barrierflow.engine.errors import (
     WorkflowRunInProgressError,
 )
 from barrierflow.engine.store import Lease, new_token, owner_info
-from redis.asyncio.connection import SSLConnection
-from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 MakeStore = Callable[..., RedisStore]
 

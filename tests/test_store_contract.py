@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from barrierflow.engine.checkpoint import Checkpoint, new_checkpoint_id
 from barrierflow.engine.checkpoint_format import CheckpointRecord, StateDelta, encode_record, head_fields
 from barrierflow.engine.errors import (

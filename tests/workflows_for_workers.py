@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 import redis
+
 from barrierflow.engine import (
     Case,
     Default,

@@ -38,6 +38,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from redis.asyncio import Redis
+
 from barrierflow.broker.per_loop import PerLoop
 from barrierflow.broker.results import ResultKeys, ResultReader
 from barrierflow.engine import codec
@@ -50,14 +52,14 @@ from barrierflow.engine.errors import (
     WorkflowError,
 )
 from barrierflow.engine.executor import Executor
-from redis.asyncio import Redis
 
 from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME
 from .wire import TaskEnvelope, TaskResult, decode_result, encode_body, encode_task
 
 if TYPE_CHECKING:
-    from barrierflow.broker import RedisStore
     from celery import Celery
+
+    from barrierflow.broker import RedisStore
 
 logger = logging.getLogger("barrierflow.workers")
 

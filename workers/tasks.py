@@ -26,6 +26,7 @@ import traceback
 from typing import Any
 
 import redis
+
 from barrierflow.broker.results import PutStatus, ResultKeys, ResultWriter
 from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
 from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError

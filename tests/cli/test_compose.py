@@ -130,7 +130,12 @@ def test_dockerfile_installs_dependencies_before_the_code() -> None:
     assert dependency_install < first_code_copy < package_install
     copied_before_deps = [line for line in lines[:dependency_install] if line.startswith("COPY")]
     assert copied_before_deps == ["COPY pyproject.toml ./"]
-    for package in ("barrierflow", "engine", "broker", "workers"):  # what `pip install .` maps into barrierflow
+    for package in (
+        "barrierflow",
+        "engine",
+        "broker",
+        "workers",
+    ):  # what `pip install .` maps into barrierflow
         assert f"COPY {package} ./{package}" in lines[first_code_copy:package_install]
     assert "COPY examples ./examples" in lines[package_install:]  # run from /app, not installed
     ignored = (ROOT / ".dockerignore").read_text().split()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from barrierflow.engine import (
     Case,
     Default,

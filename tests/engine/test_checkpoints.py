@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+
 from barrierflow.engine import (
     Checkpoint,
     CheckpointNotFoundError,

@@ -6,6 +6,7 @@ import asyncio
 import gc
 
 import pytest
+
 from barrierflow.engine import (
     ConvergenceError,
     Executor,

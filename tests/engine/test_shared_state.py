@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from barrierflow.engine import Executor, WorkflowBuilder, WorkflowContext, handler
 
 from .bf_helpers import checkpoints, latest

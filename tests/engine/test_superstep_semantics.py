@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
+
 from barrierflow.engine import (
     ConvergenceError,
     Executor,

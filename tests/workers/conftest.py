@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from barrierflow.workers.process import worker_command
 
+from barrierflow.workers.process import worker_command
 from tests.conftest import delete_prefix
 from tests.workflows_for_workers import SIDE_PREFIX
 

@@ -14,7 +14,6 @@ async def main(
 ) -> None:
     from barrierflow.broker import RedisStore
     from barrierflow.workers import CeleryDispatcher, app
-
     from tests.workflows_for_workers import bfw_long
 
     app.conf.broker_url = url

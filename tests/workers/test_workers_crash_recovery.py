@@ -14,7 +14,6 @@ from barrierflow.broker import RedisStore
 from barrierflow.engine import MemoryStore, RunState
 from barrierflow.engine.errors import WorkflowRunInProgressError
 from barrierflow.workers import CeleryDispatcher, app
-
 from tests import workflows_for_workers as flows
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import pytest
+
 from barrierflow.engine import RunState, WorkflowBuilder
 from barrierflow.engine.errors import (
     ExecutorFailedError,
@@ -15,7 +16,6 @@ from barrierflow.engine.errors import (
     WorkflowError,
 )
 from barrierflow.workers import CeleryDispatcher
-
 from tests import workflows_for_workers as flows
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from barrierflow.engine import EventType, LocalDispatcher, WorkflowBuilder
 from barrierflow.engine.errors import ExecutorFailedError
 from barrierflow.workers import CeleryDispatcher
-
 from examples.approval_flow import approval_flow
 from examples.document_pipeline import Document, document_pipeline
 from examples.iterative_loop import guess_the_number
@@ -157,7 +157,6 @@ async def test_the_design_usage_gets_redis_from_the_app_configuration(celery_wor
 
     from barrierflow.broker import RedisStore
     from barrierflow.workers import app
-
     from tests.conftest import delete_prefix
 
     instance_id = f"bftest-design-{uuid.uuid4().hex[:8]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+
 from barrierflow.broker.results import PutStatus, ResultKeys, ResultReader, ResultWriter
 from barrierflow.engine.dispatch import ExecutorBatch
 from barrierflow.engine.messages import Delivery
