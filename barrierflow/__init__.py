@@ -5,12 +5,12 @@ This is the one import package. Everything a workflow author needs is here::
     from barrierflow import WorkflowBuilder, Executor, handler, WorkflowContext, register_workflow
 
 The engine's names are bound eagerly (they import nothing beyond the standard library and msgpack). The
-distributed ones (``RedisStore``, ``RunQueue``, ``CeleryDispatcher``, ``Coordinator``) are bound on first use
-through the module's ``__getattr__``, so embedded use never imports redis or celery.
+distributed ones (``RedisStore``, ``CeleryDispatcher``, and the run queue's names as they arrive) are bound on
+first use through the module's ``__getattr__``, so embedded use never imports redis or celery.
 
 The layers are sub-packages: ``barrierflow.engine`` (model and superstep algorithm), ``barrierflow.broker``
-(Redis store and run queue), ``barrierflow.workers`` (Celery app, dispatcher, coordinator service), and
-``barrierflow.cli`` (the ``barrierflow`` command).
+(Redis store), ``barrierflow.workers`` (Celery app, its configuration, the dispatcher), ``barrierflow.cli``
+(the ``barrierflow`` command) and ``barrierflow.testing`` (a pytest plugin for users' own workflow tests).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ bi
 
 __version__ = "0.1.0"
 
-#: Distributed names and the sub-package that defines each; imported on first access only.
+#: Distributed names and the sub-package that defines each; imported on first access only. A new one is one
+#: line here plus its line in the ``TYPE_CHECKING`` block above (tests/test_namespace.py checks they agree).
 _LAZY = {
     "RedisStore": "barrierflow.broker",
     "CeleryDispatcher": "barrierflow.workers",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +31,12 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def barrierflow_argv() -> list[str]:
-    """The installed console script when it is on PATH, else the module (the same app)."""
-    script = shutil.which("barrierflow")
-    return [script] if script else [sys.executable, "-m", "barrierflow.cli.main"]
+    """The console script installed beside this interpreter, else the module (the same app).
+
+    Never the first ``barrierflow`` on PATH: that may belong to another environment, with other code.
+    """
+    script = Path(sys.executable).parent / "barrierflow"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "barrierflow.cli.main"]
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60):

@@ -49,19 +49,6 @@ def test_python_dash_m_works_too() -> None:
         assert proc.stdout.startswith("flowchart TD")
 
 
-def test_embedded_mode_loads_neither_redis_nor_celery() -> None:
-    probe = (
-        "import sys; from typer.testing import CliRunner; from barrierflow.cli.main import app; "
-        "r = CliRunner().invoke(app, ['run', 'examples.text_pipeline:text_pipeline', '--input', '\"x\"']); "
-        "assert r.exit_code == 0, r.output; "
-        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('redis', 'celery', 'kombu', 'broker', 'workers')); "
-        "print(loaded)"
-    )
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
-
-
 ERRORS = [
     (["run", "examples.nothing:flow", "--input", "1"], 2, "no module named 'examples.nothing'"),
     (["run", "examples.text_pipeline:text_pipeline", "--input", "{bad"], 2, "--input is not valid JSON"),
