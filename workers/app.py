@@ -1,6 +1,11 @@
-"""The Celery app of barrierflow's workers: ``celery -A barrierflow.workers.app worker`` starts one.
+"""The Celery app of barrierflow's workers (``celery -A barrierflow.workers.app worker``), and ``configure``.
 
-Configured from the environment (``workers/config.py`` lists the variables and their local defaults):
+Its settings come from the environment when this module is imported (``workers/config.py`` lists the variables
+and their local defaults), and from ``configure(app, ...)`` afterwards: code and the CLI's flags call it, and
+what they pass wins over the environment, whatever was imported first. ``configure`` also drops the broker
+connections the app already opened, so the next message goes to the broker it names.
+
+What every configuration keeps:
 
 * msgpack, json accepted; pickle refused. A task's payload is ``engine.codec`` bytes (a msgpack ``bin``
   inside Celery's msgpack body), so nothing in a message is ever unpickled or imported by name.
@@ -9,36 +14,82 @@ Configured from the environment (``workers/config.py`` lists the variables and t
   process holds one task at a time, so a long task never strands a second one behind it.
 * No result backend: results travel as fenced Redis records (``broker/results.py``), not Celery results.
 * ``visibility_timeout``: must exceed the longest task; see ``workers/config.py``.
-* The modules in ``BARRIERFLOW_IMPORTS`` are imported when a worker starts (Celery's ``imports``), so their
-  ``@register_workflow`` factories are known before the first task arrives.
+* The modules in ``imports`` (``BARRIERFLOW_IMPORTS``) are imported when a worker starts (Celery's
+  ``imports``), so their ``@register_workflow`` factories are known before the first task arrives.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Celery
 
 from .config import Settings
 
-settings = Settings.from_env()
+#: Keys of ``app.conf`` that are barrierflow's, not Celery's (read by ``CeleryDispatcher(app)`` and the tasks).
+_OWN_KEYS = (
+    "barrierflow_redis_url",
+    "barrierflow_broker_url",
+    "barrierflow_prefix",
+    "barrierflow_worker_slots",
+)
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings ``app`` uses now: those of its last ``configure``, else the environment's."""
+    conf = app.conf
+    if conf.get("barrierflow_redis_url") is None:
+        return Settings.from_env()
+    return Settings(
+        redis_url=conf.barrierflow_redis_url,
+        broker_url=conf.get("barrierflow_broker_url"),
+        result_backend=conf.result_backend,
+        imports=tuple(conf.imports or ()),
+        prefix=conf.barrierflow_prefix,
+        queue=conf.task_default_queue,
+        visibility_timeout=float(conf.broker_transport_options["visibility_timeout"]),
+        worker_slots=conf.get("barrierflow_worker_slots"),
+    )
+
+
+def configure(app: Celery, settings: Settings | None = None, /, **overrides: Any) -> Settings:
+    """Make ``app`` use ``settings`` with ``overrides`` on top; return the settings now in effect.
+
+    ``settings`` defaults to what the app uses now, so ``configure(app, prefix="p")`` changes the prefix
+    alone; ``overrides`` are ``Settings`` fields, and ``None`` values are ignored (an option not given).
+    Leaving ``broker_url`` unset keeps the broker on the Redis URL. Broker connections that the app already
+    holds are closed, and its producers, queues and routes rebuilt, so nothing keeps talking to the old broker.
+    """
+    new = (settings if settings is not None else settings_of(app)).replace(**overrides)
+    app.conf.update(
+        broker_url=new.broker,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": new.visibility_timeout},
+        result_backend=new.result_backend,
+        task_ignore_result=True,
+        task_serializer="msgpack",
+        result_serializer="msgpack",
+        accept_content=["msgpack", "json"],
+        result_accept_content=["msgpack", "json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=new.queue,
+        imports=new.imports,
+        **dict(zip(_OWN_KEYS, (new.redis_url, new.broker_url, new.prefix, new.worker_slots), strict=True)),
+    )
+    _drop_connections(app)
+    return new
+
+
+def _drop_connections(app: Celery) -> None:
+    """Forget what the app built from its old configuration (Celery caches it on first use)."""
+    pool = app._pool
+    if pool is not None:
+        app._pool = None
+        pool.force_close_all()
+    app.__dict__.pop("amqp", None)  # a cached property: producer pool, queues and routes of the old config
+
 
 app = Celery("barrierflow", include=["barrierflow.workers.tasks"])
-app.conf.update(
-    broker_url=settings.broker_url,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": settings.visibility_timeout},
-    result_backend=settings.result_backend,
-    task_ignore_result=True,
-    task_serializer="msgpack",
-    result_serializer="msgpack",
-    accept_content=["msgpack", "json"],
-    result_accept_content=["msgpack", "json"],
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_default_queue=settings.queue,
-    imports=settings.imports,
-    # read by workers.CeleryDispatcher(app) and by the tasks (not Celery settings)
-    barrierflow_redis_url=settings.redis_url,
-    barrierflow_prefix=settings.prefix,
-    barrierflow_worker_slots=settings.worker_slots,
-)
+configure(app, Settings.from_env())

@@ -1,4 +1,9 @@
-"""Distributed-mode settings, read from the environment with defaults that work on a local Redis.
+"""Distributed-mode settings: the environment gives the defaults, code and command-line flags override them.
+
+``barrierflow.workers.app`` applies ``Settings.from_env()`` when it is imported, so ``celery -A
+barrierflow.workers.app worker`` works with nothing but environment variables. Code (and the CLI's flags) call
+``barrierflow.workers.configure(app, redis_url=..., prefix=...)`` to change them afterwards; what they pass wins
+over the environment whatever was imported first.
 
 ==================================  ===============================  ============================================
 variable                            default                          meaning
@@ -24,8 +29,10 @@ after its own ``redispatch_after`` deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "barrierflow"
@@ -40,23 +47,32 @@ def _split(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str
-    broker_url: str
-    result_backend: str | None
-    imports: tuple[str, ...]
-    prefix: str
-    queue: str
-    visibility_timeout: float
-    worker_slots: int | None
+    """Everything the Celery app and the dispatcher need to agree on; ``workers.app.configure`` applies it.
+
+    ``broker_url=None`` means "the Redis URL": the broker follows ``redis_url`` when only that is changed.
+    """
+
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    result_backend: str | None = None
+    imports: tuple[str, ...] = ()
+    prefix: str = DEFAULT_PREFIX
+    queue: str = DEFAULT_QUEUE
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    worker_slots: int | None = None
+
+    @property
+    def broker(self) -> str:
+        """The broker URL in effect."""
+        return self.broker_url or self.redis_url
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ) if env is None else env
-        redis_url = env.get("BARRIERFLOW_REDIS_URL") or DEFAULT_REDIS_URL
         slots = env.get("BARRIERFLOW_WORKER_SLOTS")
         return cls(
-            redis_url=redis_url,
-            broker_url=env.get("BARRIERFLOW_BROKER_URL") or redis_url,
+            redis_url=env.get("BARRIERFLOW_REDIS_URL") or DEFAULT_REDIS_URL,
+            broker_url=env.get("BARRIERFLOW_BROKER_URL") or None,
             result_backend=env.get("BARRIERFLOW_RESULT_BACKEND") or None,
             imports=_split(env.get("BARRIERFLOW_IMPORTS", "")),
             prefix=env.get("BARRIERFLOW_PREFIX") or DEFAULT_PREFIX,
@@ -64,3 +80,19 @@ class Settings:
             visibility_timeout=float(env.get("BARRIERFLOW_VISIBILITY_TIMEOUT") or DEFAULT_VISIBILITY_TIMEOUT),
             worker_slots=int(slots) if slots else None,
         )
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with ``overrides`` applied; ``None`` values are ignored (an option the caller did not give).
+
+        ``imports`` may be a comma-separated string or a sequence of module names.
+        """
+        given = {name: value for name, value in overrides.items() if value is not None}
+        unknown = given.keys() - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown barrierflow worker setting(s): {', '.join(sorted(unknown))}")
+        imports = given.get("imports")
+        if isinstance(imports, str):
+            given["imports"] = _split(imports)
+        elif imports is not None:
+            given["imports"] = tuple(imports)
+        return dataclasses.replace(self, **given)
