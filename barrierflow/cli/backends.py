@@ -1,14 +1,15 @@
 """Where a command's instances live: the embedded ``MemoryStore``, or Redis (+ Celery workers).
 
 ``broker``, ``workers``, ``redis`` and ``celery`` are imported here, inside the functions, so the embedded
-mode never loads them.
+mode never loads them. Every Redis URL carries where it came from (``--redis``, the environment, or the
+default), so an error can say what to change instead of suggesting a flag the user already passed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,8 +21,39 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "barrierflow"
 
 
-def env_redis_url() -> str:
-    return os.environ.get("BARRIERFLOW_REDIS_URL") or DEFAULT_REDIS_URL
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A Redis URL and where it came from, for messages: ``--redis``, ``BARRIERFLOW_REDIS_URL`` or ``default``."""
+
+    url: str
+    source: str
+
+    @classmethod
+    def resolve(cls, flag: str | None) -> RedisTarget:
+        """``--redis`` when given, else ``BARRIERFLOW_REDIS_URL``, else the local default."""
+        if flag:
+            return cls(flag, "--redis")
+        env = os.environ.get("BARRIERFLOW_REDIS_URL")
+        if env:
+            return cls(env, "BARRIERFLOW_REDIS_URL")
+        return cls(DEFAULT_REDIS_URL, "default")
+
+    def advice(self) -> str:
+        """What to do when it does not answer."""
+        if self.source == "--redis":
+            return "check the URL given with --redis, and that Redis runs there"
+        if self.source == "BARRIERFLOW_REDIS_URL":
+            return "check BARRIERFLOW_REDIS_URL (or pass --redis URL), and that Redis runs there"
+        return (
+            "no --redis and no BARRIERFLOW_REDIS_URL, so this is the local default: start Redis "
+            "(docker compose up -d redis, or redis-server), or pass --redis URL"
+        )
+
+
+def reason(exc: BaseException) -> str:
+    """``Type: message`` of an exception, without a trailing period (messages go on after it)."""
+    text = str(exc).strip().rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def redact(url: str) -> str:
@@ -47,24 +79,24 @@ def memory_store() -> Store:
     return MemoryStore()
 
 
-async def redis_store(url: str, prefix: str) -> Store:
+async def redis_store(target: RedisTarget, prefix: str) -> Store:
     """A ``RedisStore`` that has answered a ``PING`` (``CliError`` with exit code 3 otherwise)."""
     try:
         from barrierflow.broker import RedisStore
     except ImportError as exc:
-        raise CliError(f"the Redis store is not available: {exc}", EXIT_UNREACHABLE) from exc
+        raise CliError(f"the Redis store is not available: {reason(exc)}", EXIT_UNREACHABLE) from exc
     try:
-        store = RedisStore.from_url(url, prefix=prefix, socket_connect_timeout=3.0)
+        store = RedisStore.from_url(target.url, prefix=prefix, socket_connect_timeout=3.0)
     except ValueError as exc:
-        raise CliError(f"invalid Redis URL {redact(url)!r}: {exc}", EXIT_BAD_INPUT) from exc
+        raise CliError(
+            f"invalid Redis URL {redact(target.url)!r} (from {target.source}): {reason(exc)}", EXIT_BAD_INPUT
+        ) from exc
     try:
         await store.client.ping()
     except Exception as exc:
         await store.aclose()
         raise CliError(
-            f"cannot reach Redis at {redact(url)}: {type(exc).__name__}: {exc}. Start one "
-            "(docker compose up -d redis, or redis-server) or pass --redis URL",
-            EXIT_UNREACHABLE,
+            f"cannot reach Redis at {redact(target.url)}: {reason(exc)}; {target.advice()}", EXIT_UNREACHABLE
         ) from exc
     return store
 
@@ -76,25 +108,19 @@ async def close_store(store: Store) -> None:
             await closer()
 
 
-def configure_distributed_env(redis_url: str, prefix: str, broker_url: str | None = None) -> None:
-    """Set the variables ``barrierflow.workers.app`` reads at import time, so both sides agree on Redis and prefix.
+def celery_app(**settings: Any) -> Any:
+    """The Celery app, configured with ``settings`` (``workers.Settings`` fields; ``None`` = not given).
 
-    The Celery broker defaults to the Redis URL unless ``BARRIERFLOW_BROKER_URL`` (or ``broker_url``) says
-    otherwise.
+    Whatever was imported before (a workflow module may import ``barrierflow.workers``), what the flags say is
+    what the app uses from here on; settings not given keep the environment's.
     """
-    if "barrierflow.workers.app" in sys.modules:
-        return  # already configured in this process (tests import it once)
-    os.environ["BARRIERFLOW_REDIS_URL"] = redis_url
-    os.environ["BARRIERFLOW_PREFIX"] = prefix
-    if broker_url:
-        os.environ["BARRIERFLOW_BROKER_URL"] = broker_url
-
-
-def celery_app() -> Any:
     try:
-        from barrierflow.workers.app import app
+        from barrierflow.workers import app, configure
     except ImportError as exc:
-        raise CliError(f"the Celery workers package is not available: {exc}", EXIT_UNREACHABLE) from exc
+        raise CliError(
+            f"the Celery workers package is not available: {reason(exc)}", EXIT_UNREACHABLE
+        ) from exc
+    configure(app, **settings)
     return app
 
 
@@ -106,7 +132,9 @@ def check_broker(app: Any) -> None:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:
         raise CliError(
-            f"cannot reach the Celery broker at {redact(url)}: {type(exc).__name__}: {exc}", EXIT_UNREACHABLE
+            f"cannot reach the Celery broker at {redact(url)}: {reason(exc)}; check --broker or "
+            "BARRIERFLOW_BROKER_URL (the broker defaults to the Redis URL), and that it runs",
+            EXIT_UNREACHABLE,
         ) from exc
 
 
@@ -124,5 +152,5 @@ def celery_dispatcher(app: Any, store: Store) -> Any:
     try:
         from barrierflow.workers import CeleryDispatcher
     except ImportError as exc:
-        raise CliError(f"the Celery dispatcher is not available: {exc}", EXIT_UNREACHABLE) from exc
+        raise CliError(f"the Celery dispatcher is not available: {reason(exc)}", EXIT_UNREACHABLE) from exc
     return CeleryDispatcher(app, store=store)

@@ -4,116 +4,72 @@ and ``barrierflow run --celery`` coordinators in their own processes."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli.conftest import ROOT, barrierflow_argv, json_lines, run_cli
+from tests.cli_worker import CliWorker, start_cli_worker
 
-IMPORTS = ["examples.document_pipeline", "examples.approval_flow", "examples.iterative_loop"]
+DEAD_REDIS = "redis://127.0.0.1:1/0"
 
-
-@pytest.fixture
-def celery_env(redis_url: str) -> Iterator[dict[str, str]]:
-    """Environment of the worker and the coordinators: this test's own queue on the session's Redis."""
-    queue = f"bfcli-{uuid.uuid4().hex[:8]}"
-    yield {
-        "BARRIERFLOW_REDIS_URL": redis_url,
-        "BARRIERFLOW_BROKER_URL": redis_url,
-        "BARRIERFLOW_QUEUE": queue,
-    }
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"*{queue}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+# A module that imports barrierflow's Celery app before anything configures it, as a user's module may: the
+# app has then read the environment (a dead Redis here), and only the flags can put it right.
+APP_FIRST = """
+import barrierflow.workers  # noqa: F401 - configured from the environment, right now
+from examples.approval_flow import approval_flow  # noqa: F401
+from examples.document_pipeline import document_pipeline  # noqa: F401
+"""
 
 
-@pytest.fixture
-def cli_worker(celery_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen]:
-    """``barrierflow worker`` as a user starts it (its own process group, so stopping it stops its pool)."""
-    node = f"cli-{uuid.uuid4().hex[:6]}"
-    log_path = tmp_path / "worker.log"
-    argv = [
-        *barrierflow_argv(),
-        "worker",
-        "--concurrency",
-        "2",
-        "--loglevel",
-        "warning",
-        "--hostname",
-        f"{node}@%h",
-    ]
-    for module in IMPORTS:
-        argv += ["--import", module]
-    argv += ["--", "--without-gossip", "--without-mingle", "--without-heartbeat"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**os.environ, **celery_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+@pytest.fixture(scope="module")
+def app_first(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("app_first")
+    (where / "app_first.py").write_text(APP_FIRST)
+    return where
+
+
+@pytest.fixture(scope="module")
+def cli_worker(
+    redis_url: str, app_first: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CliWorker]:
+    """``barrierflow worker --redis URL`` whose environment names a dead Redis: the flag must win."""
+    worker = start_cli_worker(
+        barrierflow_argv(),
+        redis_url=redis_url,
+        imports=["app_first"],
+        cwd=ROOT,
+        log=tmp_path_factory.mktemp("cli_worker") / "worker.log",
+        env={"BARRIERFLOW_REDIS_URL": DEAD_REDIS, "PYTHONPATH": str(app_first)},
+    )
     try:
-        _wait_for_worker(proc, celery_env, log_path)
-        yield proc
+        worker.wait_ready()
+        yield worker
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        worker.stop()
 
 
-def _wait_for_worker(
-    proc: subprocess.Popen, env: dict[str, str], log_path: Path, timeout: float = 40
-) -> None:
-    """Until a worker consuming our queue answers Celery's ping (asked with the same app configuration)."""
-    probe = (
-        "from barrierflow.workers.app import app; import sys; "
-        "r = app.control.ping(timeout=1.0) or []; sys.exit(0 if r else 1)"
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"barrierflow worker exited early:\n{log_path.read_text(errors='replace')}")
-        ping = subprocess.run(
-            [sys.executable, "-c", probe],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            capture_output=True,
-            timeout=30,
-        )
-        if ping.returncode == 0:
-            return
-    raise RuntimeError(
-        f"barrierflow worker did not answer in {timeout} s:\n{log_path.read_text(errors='replace')}"
-    )
+@pytest.fixture
+def celery_env(cli_worker: CliWorker, app_first: Path) -> dict[str, str]:
+    """The coordinators' environment: the worker's queue, and a dead Redis that their flags override."""
+    return {
+        "BARRIERFLOW_REDIS_URL": DEAD_REDIS,
+        "BARRIERFLOW_QUEUE": cli_worker.queue,
+        "PYTHONPATH": str(app_first),
+    }
 
 
 @pytest.mark.timeout(180)
 def test_document_pipeline_runs_on_a_cli_worker(
-    cli_worker: subprocess.Popen, celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
+    celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
 ) -> None:
     doc = json.dumps({"title": "Dist", "text": "Workers analyse documents. Redis keeps checkpoints."})
     opts = ["--redis", redis_url, "--prefix", real_redis_prefix]
     result = run_cli(
         "run",
-        "examples.document_pipeline:document_pipeline",
+        "app_first:document_pipeline",
         "--input",
         doc,
         "--instance",
@@ -143,12 +99,12 @@ def test_document_pipeline_runs_on_a_cli_worker(
 
 @pytest.mark.timeout(180)
 def test_approval_round_trip_on_a_cli_worker(
-    cli_worker: subprocess.Popen, celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
+    celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
 ) -> None:
     opts = ["--redis", redis_url, "--prefix", real_redis_prefix]
     first = run_cli(
         "run",
-        "examples.approval_flow:approval_flow",
+        "app_first:approval_flow",
         "--input",
         '"launch"',
         "--instance",

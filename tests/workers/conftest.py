@@ -21,6 +21,7 @@ import pytest
 
 from barrierflow.workers.process import worker_command
 from tests.conftest import delete_prefix
+from tests.redis_hygiene import SESSION, forget_celery_nodes
 from tests.workflows_for_workers import SIDE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +99,10 @@ class WorkerPool:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        forget_celery_nodes(self.redis_url, [self.node(name)])  # a killed worker cannot unbind its pidbox
 
     def stop_all(self) -> None:
+        nodes = [self.node(name) for name in self.procs]
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -110,6 +113,7 @@ class WorkerPool:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
             del self.procs[name]
+        forget_celery_nodes(self.redis_url, nodes)
 
 
 def delete_queue_keys(redis_url: str, queue: str) -> None:
@@ -144,12 +148,12 @@ def delete_queue_keys(redis_url: str, queue: str) -> None:
 @pytest.fixture(scope="session")
 def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerPool]:
     """Two worker processes (prefork, one slot each) on a queue of their own, for the whole session."""
-    from barrierflow.workers.app import app
+    from barrierflow.workers import app, configure, settings_of
 
-    queue = f"bftest-q-{uuid.uuid4().hex[:10]}"
-    saved = {key: app.conf[key] for key in ("broker_url", "task_default_queue", "barrierflow_redis_url")}
+    queue = f"bftest-{SESSION}-q-{uuid.uuid4().hex[:8]}"
+    saved = settings_of(app)
     # This process is the coordinator: same broker, same Redis, and CeleryDispatcher(app) sends to our queue.
-    app.conf.update(broker_url=redis_url, task_default_queue=queue, barrierflow_redis_url=redis_url)
+    configure(app, redis_url=redis_url, broker_url=redis_url, queue=queue)
     previous_url = os.environ.get("BARRIERFLOW_REDIS_URL")
     os.environ["BARRIERFLOW_REDIS_URL"] = redis_url  # the handlers' side channel, in-process runs
     pool = WorkerPool(redis_url, queue, tmp_path_factory.mktemp("workers"))
@@ -163,7 +167,7 @@ def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         pool.stop_all()
         delete_queue_keys(redis_url, queue)
         delete_prefix(redis_url, SIDE_PREFIX)
-        app.conf.update(saved)
+        configure(app, saved)
         if previous_url is None:
             os.environ.pop("BARRIERFLOW_REDIS_URL", None)
         else:
