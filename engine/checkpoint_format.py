@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
+
 from . import codec
 from .checkpoint import CHECKPOINT_VERSION, Checkpoint
 from .errors import CheckpointDecodeError
@@ -224,3 +226,73 @@ def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointDecodeError(f"checkpoint record is malformed: {type(exc).__name__}: {exc}") from exc
     return DecodedCheckpoint(cp, fields["kf"], shared_delta, executor_delta)
+
+
+@dataclass(slots=True)
+class CheckpointSummary:
+    """What a checkpoint's head says about it without decoding one application value.
+
+    For tools that inspect instances (``barrierflow status``, ``checkpoints list``) in a process that does not
+    import the workflow's modules: queued messages and pending requests are counted and named, never decoded.
+    """
+
+    checkpoint_id: str
+    instance_id: str
+    workflow_name: str
+    graph_signature: str
+    previous_checkpoint_id: str | None
+    superstep: int
+    run_id: str | None
+    epoch: int
+    created_at: datetime
+    queued_messages: int
+    pending_request_ids: list[str]
+
+    @classmethod
+    def of(cls, cp: Checkpoint) -> CheckpointSummary:
+        return cls(
+            cp.checkpoint_id,
+            cp.instance_id,
+            cp.workflow_name,
+            cp.graph_signature,
+            cp.previous_checkpoint_id,
+            cp.superstep,
+            cp.run_id,
+            cp.epoch,
+            cp.created_at,
+            len(cp.messages),
+            sorted(cp.pending_requests),
+        )
+
+
+def summarize_head(head: bytes) -> CheckpointSummary:
+    """The plain fields of a head. Application values stay opaque msgpack ext data: no registered type needed.
+
+    Raises ``CheckpointDecodeError`` when the head itself is malformed.
+    """
+    try:
+        fields = msgpack.unpackb(head, raw=False, strict_map_key=False)  # no ext_hook: ext values stay inert
+        summary = CheckpointSummary(
+            checkpoint_id=_plain(fields["id"], str),
+            instance_id=_plain(fields["instance"], str),
+            workflow_name=_plain(fields["name"], str),
+            graph_signature=_plain(fields["sig"], str),
+            previous_checkpoint_id=_plain(fields["prev"], str, optional=True),
+            superstep=_plain(fields["step"], int),
+            run_id=_plain(fields["run"], str, optional=True),
+            epoch=_plain(fields["epoch"], int),
+            created_at=datetime.fromtimestamp(_plain(fields["at"], float | int), UTC),
+            queued_messages=len(fields["messages"]),
+            pending_request_ids=sorted(_plain(rid, str) for rid in fields["pending"]),
+        )
+    except CheckpointDecodeError:
+        raise
+    except Exception as exc:
+        raise CheckpointDecodeError(f"checkpoint head is malformed: {type(exc).__name__}: {exc}") from exc
+    return summary
+
+
+def _plain(value: Any, kind: Any, *, optional: bool = False) -> Any:
+    if (value is None and optional) or isinstance(value, kind):
+        return value
+    raise CheckpointDecodeError(f"checkpoint head holds a {type(value).__name__} where a plain value belongs")

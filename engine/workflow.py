@@ -300,7 +300,12 @@ class Workflow:
             )
         start = self._graph.executors[self._graph.start_id]
         if not start.can_handle(message):
-            raise TypeError(f"start executor {start.id!r} has no handler for {type(message).__name__}")
+            accepted = ", ".join(
+                getattr(s.message_type, "__name__", repr(s.message_type)) for s in start.handler_specs
+            )
+            raise TypeError(
+                f"start executor {start.id!r} has no handler for {type(message).__name__}; it accepts {accepted}"
+            )
 
     def _first_changes(
         self, state: InstanceState, message: Any, answers: list[tuple[PendingRequest, Any]]

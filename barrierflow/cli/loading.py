@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import json
 import os
+import pkgutil
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -70,6 +71,31 @@ def _factories_in(module: Any) -> dict[str, Any]:
     return found
 
 
+def workflows_offered(module: Any) -> list[str]:
+    """``MODULE:FACTORY`` of every workflow ``module`` defines; for a package without any, its modules' ones.
+
+    Importing a package's modules is what the user asked for by naming the package; one that fails to import
+    is left out of the listing (its error shows when it is named).
+    """
+    found = [f"{module.__name__}:{attr}" for attr in _factories_in(module)]
+    if found or not hasattr(module, "__path__"):
+        return sorted(found)
+    for info in pkgutil.iter_modules(module.__path__, f"{module.__name__}."):
+        try:
+            submodule = importlib.import_module(info.name)
+        except Exception:
+            continue
+        found += [f"{info.name}:{attr}" for attr in _factories_in(submodule)]
+    return sorted(found)
+
+
+def _no_workflow(module_name: str) -> CliError:
+    return CliError(
+        f"{module_name!r} defines no workflow (no @register_workflow factory and no WorkflowBuilder at its top "
+        "level): pass MODULE:FACTORY, like examples.text_pipeline:text_pipeline"
+    )
+
+
 def load_builder(target: str) -> WorkflowBuilder:
     """``MODULE:FACTORY`` (a factory function or a ``WorkflowBuilder``), validated.
 
@@ -82,14 +108,23 @@ def load_builder(target: str) -> WorkflowBuilder:
     known = _factories_in(module)
     if not attr:
         if len(known) != 1:
-            listing = ", ".join(f"{module_name}:{a}" for a in sorted(known)) or "none found"
-            raise CliError(f"say which workflow of {module_name!r} to use, as MODULE:FACTORY ({listing})")
+            offered = workflows_offered(module)
+            if not offered:
+                raise _no_workflow(module_name)
+            raise CliError(
+                f"say which workflow of {module_name!r} to run, as MODULE:FACTORY; its workflows: "
+                + ", ".join(offered)
+            )
         attr = next(iter(known))
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        listing = ", ".join(f"{module_name}:{a}" for a in sorted(known)) or "none registered there"
-        raise CliError(f"module {module_name!r} has no {attr!r}; its workflows: {listing}") from None
+        offered = workflows_offered(module)
+        if not offered:
+            raise _no_workflow(module_name) from None
+        raise CliError(
+            f"module {module_name!r} has no {attr!r}; its workflows: {', '.join(offered)}"
+        ) from None
     if isinstance(obj, WorkflowBuilder):
         builder = obj
     elif callable(obj):

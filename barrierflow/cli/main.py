@@ -9,7 +9,6 @@ displaying a run is ``render``.
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import sys
 import uuid
@@ -20,6 +19,7 @@ import typer
 from barrierflow.engine import RunState, Store, Workflow, WorkflowBuilder
 
 from . import backends
+from .backends import RedisTarget
 from .errors import (
     EXIT_CODES_HELP,
     EXIT_OK,
@@ -28,6 +28,7 @@ from .errors import (
     Session,
     reported,
 )
+from .instances import StoredCheckpoint, latest_stored, list_stored, summary_record
 from .loading import (
     coerce_answer,
     env_imports,
@@ -65,8 +66,22 @@ EMBEDDED_HINT = (
 
 Target = Annotated[str, typer.Argument(metavar="MODULE:FACTORY", help=TARGET_HELP, show_default=False)]
 RedisUrl = Annotated[
-    str,
-    typer.Option("--redis", metavar="URL", envvar="BARRIERFLOW_REDIS_URL", help="The Redis store."),
+    str | None,
+    typer.Option(
+        "--redis",
+        metavar="URL",
+        help="The Redis store (default: BARRIERFLOW_REDIS_URL, else redis://localhost:6379/0).",
+        show_default=False,
+    ),
+]
+Broker = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        metavar="URL",
+        help="Celery's broker (default: BARRIERFLOW_BROKER_URL, else the Redis URL).",
+        show_default=False,
+    ),
 ]
 Prefix = Annotated[
     str, typer.Option("--prefix", envvar="BARRIERFLOW_PREFIX", help="Key prefix of the instances in Redis.")
@@ -149,6 +164,7 @@ def run(
             "--redis, else BARRIERFLOW_REDIS_URL, else redis://localhost:6379/0.",
         ),
     ] = False,
+    broker: Broker = None,
     checkpoint: Annotated[
         str | None,
         typer.Option(
@@ -198,6 +214,7 @@ def run(
                 instance=instance,
                 redis=redis,
                 celery=celery,
+                broker=broker,
                 checkpoint=checkpoint,
                 respond=respond or [],
                 use_json=use_json,
@@ -215,6 +232,7 @@ async def _run(
     instance: str | None,
     redis: str | None,
     celery: bool,
+    broker: str | None,
     checkpoint: str | None,
     respond: list[str],
     use_json: bool,
@@ -248,14 +266,13 @@ async def _run(
             "--respond and continuing a run need --instance ID (the run that is waiting printed it)"
         )
     instance_id = instance or uuid.uuid4().hex
-    redis_url = redis or backends.env_redis_url()
-    store = await backends.redis_store(redis_url, prefix) if distributed else backends.memory_store()
+    location = RedisTarget.resolve(redis)
+    store = await backends.redis_store(location, prefix) if distributed else backends.memory_store()
     dispatcher = None
     renderer: JsonRenderer | LiveRenderer | None = None
     try:
         if celery:
-            backends.configure_distributed_env(redis_url, prefix)
-            celery_app = backends.celery_app()
+            celery_app = backends.celery_app(redis_url=location.url, prefix=prefix, broker_url=broker)
             backends.check_broker(celery_app)
             if backends.workers_answering(celery_app) == 0:
                 print(
@@ -267,7 +284,7 @@ async def _run(
         wf = builder.build(instance_id=instance_id, store=store, dispatcher=dispatcher)
         where = "embedded, in memory"
         if distributed:
-            where = f"Redis {backends.redact(redis_url)}, prefix {prefix}" + (
+            where = f"Redis {backends.redact(location.url)}, prefix {prefix}" + (
                 ", Celery workers" if celery else ""
             )
         renderer = JsonRenderer() if use_json else LiveRenderer(_console(), wf.name, instance_id, where)
@@ -318,10 +335,13 @@ def answer_command(
     redis: str | None,
     celery: bool,
     prefix: str,
-    request_id: str,
-    answer: str,
+    request_id: str | None,
+    answer: str | None,
 ) -> str:
-    """The exact ``barrierflow run`` command that answers one request (a password never appears in it)."""
+    """The exact ``barrierflow run`` command that continues the instance, answering one request when given.
+
+    A password never appears in it.
+    """
     parts = ["barrierflow", "run", target, "--instance", instance_id]
     tail: list[str] = []
     if redis is not None:
@@ -333,7 +353,8 @@ def answer_command(
         parts.append("--celery")
     if prefix != backends.DEFAULT_PREFIX:
         parts += ["--prefix", prefix]
-    parts += ["--respond", f"{request_id}={answer}"]
+    if request_id is not None:
+        parts += ["--respond", f"{request_id}={answer}"]
     return " ".join([shlex.join(parts), *tail])
 
 
@@ -368,67 +389,94 @@ def _with_imports(imports: list[str] | None) -> None:
     import_modules([*env_imports(), *(imports or [])])
 
 
-def _checkpoint_summary(cp: Any) -> dict[str, Any]:
-    return {
-        "checkpoint_id": cp.checkpoint_id,
-        "instance_id": cp.instance_id,
-        "workflow_name": cp.workflow_name,
-        "superstep": cp.superstep,
-        "created_at": cp.created_at.isoformat(timespec="seconds"),
-        "queued_messages": len(cp.messages),
-        "pending_requests": sorted(cp.pending_requests),
-        "previous_checkpoint_id": cp.previous_checkpoint_id,
-        "run_id": cp.run_id,
-        "epoch": cp.epoch,
-        "metadata": jsonable(cp.metadata),
-    }
-
-
 @checkpoints_app.command("list", epilog=EXIT_CODES_HELP)
 def checkpoints_list(
     instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     imports: Imports = None,
     json_output: Json = False,
+    pretty: Annotated[
+        bool, typer.Option("--pretty", help="A table even when stdout is not a terminal.")
+    ] = False,
     debug: Debug = False,
 ) -> None:
-    """The retained checkpoints of INSTANCE, newest first."""
-    _start(debug, json_output)
+    """The retained checkpoints of INSTANCE, newest first.
+
+    A table on a terminal (ids whole, never wrapped); JSON lines otherwise (or with --json), one per checkpoint.
+    Without the workflow's modules (-I) the messages and state are not decoded, but every id, superstep and
+    count is still shown.
+    """
+    use_json = json_output or (not pretty and not sys.stdout.isatty())
+    _start(debug, use_json)
     with reported():
         _with_imports(imports)
-        checkpoints = asyncio.run(_in_store(redis, prefix, lambda s: s.list_checkpoints(instance)))
-        if json_output:
-            for cp in checkpoints:
-                print(dumps({"type": "checkpoint", **_checkpoint_summary(cp)}))
+        stored = asyncio.run(
+            _in_store(RedisTarget.resolve(redis), prefix, lambda s: list_stored(s, instance))
+        )
+        rows = [summary_record(cp) for cp in stored]
+        if use_json:
+            for row in rows:
+                print(dumps({"type": "checkpoint", **row}))
             return
         console = _console()
-        if not checkpoints:
-            console.print(f"no checkpoints of instance {instance!r} under prefix {prefix!r}")
+        if not rows:
+            console.print(f"no checkpoints of instance {instance!r} under prefix {prefix!r}", highlight=False)
             return
-        from rich.table import Table
+        console.print(f"checkpoints of {instance} (newest first)", highlight=False, soft_wrap=True)
+        _print_checkpoints(console, rows)
+        undecoded = next((row["undecoded"] for row in rows if "undecoded" in row), None)
+        if undecoded:
+            console.print(f"not decoded: {undecoded}", highlight=False, soft_wrap=True)
 
-        table = Table(title=f"checkpoints of {instance} (newest first)")
-        for column in ("checkpoint", "superstep", "created", "queued", "pending", "previous", "metadata"):
-            table.add_column(column, overflow="fold")  # ids are for copying: never cut them short
-        for cp in checkpoints:
-            s = _checkpoint_summary(cp)
+
+def _print_checkpoints(console: Any, rows: list[dict[str, Any]]) -> None:
+    """Ids are for copying into ``show`` and ``restore``, so they are never wrapped or cut.
+
+    A table when it fits the terminal; otherwise each id on a line of its own, its details on the next.
+    """
+    from rich.table import Table
+
+    previous = []
+    for row, below in zip(rows, [*rows[1:], None], strict=True):
+        parent = row["previous_checkpoint_id"]
+        previous.append("↓" if below is not None and parent == below["checkpoint_id"] else parent or "-")
+    created = [row["created_at"].replace("T", " ").removesuffix("+00:00") for row in rows]
+    widths = [max(len(row["checkpoint_id"]) for row in rows), 4, 19, 6, 7, max(8, *map(len, previous))]
+    if console.width >= sum(widths) + 3 * len(widths) + 1:  # each cell is padded by 1 and ruled by 1
+        table = Table(caption="previous: ↓ = the next row", caption_justify="left")
+        table.add_column("checkpoint", no_wrap=True)
+        table.add_column("step", justify="right")
+        table.add_column("created", no_wrap=True)
+        table.add_column("queued", justify="right")
+        table.add_column("pending", justify="right")
+        table.add_column("previous", no_wrap=True)
+        for row, when, parent in zip(rows, created, previous, strict=True):
             table.add_row(
-                s["checkpoint_id"],
-                str(s["superstep"]),
-                s["created_at"],
-                str(s["queued_messages"]),
-                ", ".join(s["pending_requests"]) or "-",
-                s["previous_checkpoint_id"] or "-",
-                dumps(s["metadata"]) if s["metadata"] else "",
+                row["checkpoint_id"],
+                str(row["superstep"]),
+                when,
+                str(row["queued_messages"]),
+                str(len(row["pending_requests"])),
+                parent,
             )
         console.print(table)
+        return
+    for row, when, parent in zip(rows, created, previous, strict=True):
+        console.print(row["checkpoint_id"], soft_wrap=True, highlight=False)
+        after = "" if parent in ("↓", "-") else f", after {parent}"
+        console.print(
+            f"    superstep {row['superstep']}, {when}, {row['queued_messages']} queued, "
+            f"{len(row['pending_requests'])} pending{after}",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @checkpoints_app.command("show", epilog=EXIT_CODES_HELP)
 def checkpoints_show(
     checkpoint_id: Annotated[str, typer.Argument(metavar="CHECKPOINT_ID")],
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     imports: Imports = None,
     json_output: Json = False,
@@ -438,7 +486,9 @@ def checkpoints_show(
     _start(debug, json_output)
     with reported():
         _with_imports(imports)
-        cp = asyncio.run(_in_store(redis, prefix, lambda s: s.load_checkpoint(checkpoint_id)))
+        cp = asyncio.run(
+            _in_store(RedisTarget.resolve(redis), prefix, lambda s: s.load_checkpoint(checkpoint_id))
+        )
         record = {"type": "checkpoint", **jsonable(cp)}
         if json_output:
             print(dumps(record))
@@ -449,7 +499,7 @@ def checkpoints_show(
 @checkpoints_app.command("delete", epilog=EXIT_CODES_HELP)
 def checkpoints_delete(
     checkpoint_ids: Annotated[list[str], typer.Argument(metavar="CHECKPOINT_ID...")],
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
@@ -460,7 +510,7 @@ def checkpoints_delete(
         return [cid for cid in checkpoint_ids if not await store.delete_checkpoint(cid)]
 
     with reported():
-        missing = asyncio.run(_in_store(redis, prefix, delete_all))
+        missing = asyncio.run(_in_store(RedisTarget.resolve(redis), prefix, delete_all))
         for cid in checkpoint_ids:
             if cid not in missing:
                 print(f"deleted {cid}")
@@ -468,20 +518,20 @@ def checkpoints_delete(
             raise CliError(f"no such checkpoint(s) under prefix {prefix!r}: {', '.join(missing)}")
 
 
-async def _in_store(redis: str, prefix: str, work: Any) -> Any:
-    store = await backends.redis_store(redis, prefix)
+async def _in_store(target: RedisTarget, prefix: str, work: Any) -> Any:
+    store = await backends.redis_store(target, prefix)
     try:
         return await work(store)
     finally:
         await backends.close_store(store)
 
 
-async def _on_workflow(builder: WorkflowBuilder, instance_id: str, redis: str, prefix: str, work: Any) -> Any:
-    store = await backends.redis_store(redis, prefix)
-    try:
-        return await work(builder.build(instance_id=instance_id, store=store))
-    finally:
-        await backends.close_store(store)
+async def _on_workflow(
+    builder: WorkflowBuilder, instance_id: str, target: RedisTarget, prefix: str, work: Any
+) -> Any:
+    return await _in_store(
+        target, prefix, lambda store: work(builder.build(instance_id=instance_id, store=store))
+    )
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -494,7 +544,7 @@ def restore(
             "--instance", metavar="ID", help="Restore into this instance (default: the checkpoint's)."
         ),
     ] = None,
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
@@ -507,12 +557,14 @@ def restore(
                 f"{checkpoint_id!r} is not a barrierflow checkpoint id (INSTANCE@HEX); pass --instance"
             )
         builder = load_builder(target)
+        location = RedisTarget.resolve(redis)
         new_id = asyncio.run(
-            _on_workflow(builder, instance_id, redis, prefix, lambda wf: wf.restore(checkpoint_id))
+            _on_workflow(builder, instance_id, location, prefix, lambda wf: wf.restore(checkpoint_id))
         )
         print(f"restored {checkpoint_id} into instance {instance_id} as checkpoint {new_id}")
         print(
-            f"continue it with: {shlex.join(['barrierflow', 'run', target, '--instance', instance_id, '--redis', redis])}"
+            "continue it with: "
+            + answer_command(target, instance_id, location.url, False, prefix, None, None)
         )
 
 
@@ -520,61 +572,67 @@ def restore(
 def reset(
     target: Target,
     instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create", help="Start INSTANCE empty if it has no checkpoint yet (otherwise that is refused)."
+        ),
+    ] = False,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
     """Clean slate for INSTANCE: drop queued work, state and pending requests (its old checkpoints remain)."""
     _start(debug)
+    location = RedisTarget.resolve(redis)
+
+    async def reset_existing(wf: Workflow) -> str:
+        if not create and await wf.store.latest_id(instance) is None:
+            raise CliError(
+                f"no instance {instance!r} under prefix {prefix!r} in Redis {backends.redact(location.url)}: "
+                "check the id (barrierflow status INSTANCE), or pass --create to start it empty"
+            )
+        return await wf.reset_for_new_run()
+
     with reported():
         builder = load_builder(target)
-        new_id = asyncio.run(
-            _on_workflow(builder, instance, redis, prefix, lambda wf: wf.reset_for_new_run())
-        )
+        new_id = asyncio.run(_on_workflow(builder, instance, location, prefix, reset_existing))
         print(f"reset instance {instance}: new empty checkpoint {new_id}")
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def status(
     instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
-    redis: RedisUrl = backends.DEFAULT_REDIS_URL,
+    redis: RedisUrl = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     imports: Imports = None,
     json_output: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Who holds INSTANCE (lock owner, TTL, epoch), its latest checkpoint and its pending requests."""
+    """Who holds INSTANCE (lock owner, TTL, epoch), its latest checkpoint and its pending requests.
+
+    Without the workflow's modules (-I) the lease, epoch, latest checkpoint id, superstep and request ids are
+    still shown; what could not be decoded is named.
+    """
     _start(debug, json_output)
     with reported():
         _with_imports(imports)
-        info = asyncio.run(_in_store(redis, prefix, lambda s: _status(s, instance)))
-        commands = {}
-        if info["latest"] is not None:
-            target = factory_target(info["latest"].workflow_name) or "MODULE:FACTORY"
-            for request_id, request in info["latest"].pending_requests.items():
-                commands[request_id] = answer_command(
-                    target,
-                    instance,
-                    redis,
-                    False,
-                    prefix,
-                    request_id,
-                    example_answer(getattr(request.response_type, "__name__", None)),
-                )
-        record = _status_record(instance, info, commands)
+        location = RedisTarget.resolve(redis)
+        reservation, latest = asyncio.run(_in_store(location, prefix, lambda s: _status(s, instance)))
+        record = _status_record(instance, reservation, latest, location.url, prefix)
         if json_output:
             print(dumps(record))
         else:
             _print_status(record)
 
 
-async def _status(store: Store, instance: str) -> dict[str, Any]:
-    reservation = await store.describe(instance)
-    return {"reservation": reservation, "latest": await store.latest_checkpoint(instance)}
+async def _status(store: Store, instance: str) -> tuple[Any, StoredCheckpoint | None]:
+    return await store.describe(instance), await latest_stored(store, instance)
 
 
-def _status_record(instance: str, info: dict[str, Any], commands: dict[str, str]) -> dict[str, Any]:
-    reservation, cp = info["reservation"], info["latest"]
+def _status_record(
+    instance: str, reservation: Any, latest: StoredCheckpoint | None, redis_url: str, prefix: str
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "type": "status",
         "instance_id": instance,
@@ -585,28 +643,42 @@ def _status_record(instance: str, info: dict[str, Any], commands: dict[str, str]
         },
         "epoch": reservation.epoch,
         "latest_checkpoint": None,
-        "state": "unknown instance" if cp is None else "idle",
+        "state": "unknown instance" if latest is None else "idle",
         "pending_requests": [],
     }
-    if cp is None:
+    if latest is None:
         return record
-    record["latest_checkpoint"] = _checkpoint_summary(cp)
+    summary, cp = latest.summary, latest.checkpoint
+    record["latest_checkpoint"] = summary_record(latest)
+    if latest.undecoded is not None:
+        record["undecoded"] = record["latest_checkpoint"]["undecoded"]
     if reservation.held:
         record["state"] = "running"
-    elif cp.messages:
-        record["state"] = f"unfinished: {len(cp.messages)} message(s) queued (continue with run --instance)"
-    elif cp.pending_requests:
+    elif summary.queued_messages:
+        record["state"] = (
+            f"unfinished: {summary.queued_messages} message(s) queued (continue with run --instance)"
+        )
+    elif summary.pending_request_ids:
         record["state"] = RunState.IDLE_WITH_PENDING_REQUESTS.value
-    record["pending_requests"] = [
-        {
-            "request_id": rid,
-            "executor_id": request.source_executor_id,
-            "data": jsonable(request.data),
-            "response_type": getattr(request.response_type, "__name__", str(request.response_type)),
-            "command": commands.get(rid),
-        }
-        for rid, request in cp.pending_requests.items()
-    ]
+    target = factory_target(summary.workflow_name) or "MODULE:FACTORY"
+    requests = cp.pending_requests if cp is not None else dict.fromkeys(summary.pending_request_ids)
+    for request_id, request in requests.items():
+        kind = (
+            None
+            if request is None
+            else getattr(request.response_type, "__name__", str(request.response_type))
+        )
+        record["pending_requests"].append(
+            {
+                "request_id": request_id,
+                "executor_id": None if request is None else request.source_executor_id,
+                "data": None if request is None else jsonable(request.data),
+                "response_type": kind,
+                "command": answer_command(
+                    target, instance, redis_url, False, prefix, request_id, example_answer(kind)
+                ),
+            }
+        )
     return record
 
 
@@ -631,17 +703,23 @@ def _print_status(record: dict[str, Any]) -> None:
         return
     console.print(
         f"  latest    {escape(cp['checkpoint_id'])} (workflow {escape(cp['workflow_name'])}, superstep "
-        f"{cp['superstep']}, {cp['created_at']})"
+        f"{cp['superstep']}, {cp['created_at']})",
+        soft_wrap=True,
     )
+    if "undecoded" in record:
+        console.print(f"  undecoded {escape(record['undecoded'])}", soft_wrap=True, highlight=False)
     for request in record["pending_requests"]:
-        console.print(
-            f"  pending   {escape(request['request_id'])} from {escape(str(request['executor_id']))} expects "
-            f"{escape(request['response_type'])}: {escape(dumps(request['data']))}"
-        )
-        if request["command"]:
+        if request["response_type"] is None:
+            console.print(f"  pending   {escape(request['request_id'])} (not decoded)", soft_wrap=True)
+        else:
             console.print(
-                f"            answer with: {escape(request['command'])}", soft_wrap=True, highlight=False
+                f"  pending   {escape(request['request_id'])} from {escape(str(request['executor_id']))} "
+                f"expects {escape(request['response_type'])}: {escape(dumps(request['data']))}",
+                soft_wrap=True,
             )
+        console.print(
+            f"            answer with: {escape(request['command'])}", soft_wrap=True, highlight=False
+        )
 
 
 # -- graph and worker -----------------------------------------------------------------------------------------
@@ -718,9 +796,14 @@ def worker(
         str | None,
         typer.Option("--queue", "-Q", help="Queue to consume (default: BARRIERFLOW_QUEUE or barrierflow)."),
     ] = None,
+    broker: Broker = None,
     debug: Debug = False,
 ) -> None:
-    """Start a Celery worker for barrierflow (the same as `celery -A barrierflow.workers.app worker`)."""
+    """Start a Celery worker for barrierflow (the same as `celery -A barrierflow.workers.app worker`).
+
+    The options win over the environment (BARRIERFLOW_REDIS_URL, _PREFIX, _QUEUE, _BROKER_URL), even when an
+    imported module imported barrierflow.workers first.
+    """
     _start(debug)
     with reported():
         modules = import_modules([*env_imports(), *(imports or [])])
@@ -730,14 +813,9 @@ def worker(
                 "will refuse every task",
                 file=sys.stderr,
             )
-        os.environ["BARRIERFLOW_IMPORTS"] = ",".join(modules)
-        if redis is not None:
-            os.environ["BARRIERFLOW_REDIS_URL"] = redis
-        if prefix is not None:
-            os.environ["BARRIERFLOW_PREFIX"] = prefix
-        if queue is not None:
-            os.environ["BARRIERFLOW_QUEUE"] = queue
-        celery_app = backends.celery_app()
+        celery_app = backends.celery_app(
+            redis_url=redis, prefix=prefix, queue=queue, broker_url=broker, imports=modules
+        )
         backends.check_broker(celery_app)
         argv = ["worker", f"--loglevel={loglevel}"]
         if concurrency is not None:

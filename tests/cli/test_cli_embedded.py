@@ -211,13 +211,21 @@ BAD_INPUT = [
     ),
     (["run", "examples.text_pipeline:Upper", "--input", "1"], 2, "returned Upper, not a WorkflowBuilder"),
     (["run", "examples.text_pipeline:", "--input", "1"], 2, "expected MODULE:FACTORY"),
-    (["run", "examples", "--input", "1"], 2, "say which workflow of 'examples' to use"),
+    (
+        ["run", "examples", "--input", "1"],
+        2,
+        "say which workflow of 'examples' to run, as MODULE:FACTORY; its workflows: "
+        "examples.approval_flow:approval_flow, examples.document_pipeline:document_pipeline, "
+        "examples.iterative_loop:guess_the_number, examples.text_pipeline:text_pipeline",
+    ),
+    (["run", "json", "--input", "1"], 2, "'json' defines no workflow"),
+    (["run", "json:nope", "--input", "1"], 2, "'json' defines no workflow"),
     (["run", "examples.text_pipeline:text_pipeline", "--input", "hello"], 2, "--input is not valid JSON"),
     (["run", "examples.text_pipeline:text_pipeline", "--input", "{"], 2, "--input is not valid JSON"),
     (
         ["run", "examples.text_pipeline:text_pipeline", "--input", "5"],
         2,
-        "start executor 'upper' has no handler for int",
+        "start executor 'upper' has no handler for int; it accepts str",
     ),
     (["run", "examples.text_pipeline:text_pipeline"], 2, "an embedded run keeps its state in memory"),
     (
@@ -287,6 +295,29 @@ def test_bad_input_gets_a_clear_message_and_exit_code(
     assert message in result.stderr
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.output
+
+
+def test_unreachable_redis_says_where_its_url_came_from(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One sentence, no ".." and no advice to pass --redis to a user who did."""
+    from barrierflow.cli import backends
+
+    url = "redis://127.0.0.1:1/0"
+    monkeypatch.delenv("BARRIERFLOW_REDIS_URL", raising=False)
+    given = cli.invoke(app, ["status", "x", "--redis", url])
+    env = cli.invoke(app, ["status", "x"], env={"BARRIERFLOW_REDIS_URL": url})
+    monkeypatch.setattr(backends, "DEFAULT_REDIS_URL", url)
+    default = cli.invoke(app, ["checkpoints", "list", "x"])
+    for result in (given, env, default):
+        assert result.exit_code == 3, result.output
+        assert f"cannot reach Redis at {url}: ConnectionError: " in result.stderr
+        assert ".." not in result.stderr and ".;" not in result.stderr
+    assert "pass --redis" not in given.stderr
+    assert "check the URL given with --redis" in given.stderr
+    assert "check BARRIERFLOW_REDIS_URL (or pass --redis URL)" in env.stderr
+    assert "this is the local default: start Redis" in default.stderr
+    assert "or pass --redis URL" in default.stderr
 
 
 def test_json_mode_reports_errors_as_a_json_line_too(cli: CliRunner) -> None:

@@ -39,7 +39,9 @@ def test_checkpoints_list_show_delete_after_a_run(cli: CliRunner, opts: list[str
     assert listed[0]["previous_checkpoint_id"] == listed[1]["checkpoint_id"]
     assert {c["workflow_name"] for c in listed} == {"text_pipeline"}
 
-    table = cli.invoke(app, ["checkpoints", "list", "t1", *opts], env={"COLUMNS": "250"})
+    piped = cli.invoke(app, ["checkpoints", "list", "t1", *opts])  # not a terminal: JSON lines, ids whole
+    assert [c["checkpoint_id"] for c in json_lines(piped.stdout)] == created[::-1]
+    table = cli.invoke(app, ["checkpoints", "list", "t1", *opts, "--pretty"], env={"COLUMNS": "250"})
     assert table.exit_code == 0
     assert all(cid in table.stdout for cid in created)
 
@@ -61,9 +63,30 @@ def test_checkpoints_list_show_delete_after_a_run(cli: CliRunner, opts: list[str
     missing = cli.invoke(app, ["checkpoints", "show", "t1@" + "0" * 20, *opts])
     assert missing.exit_code == 2
     assert "checkpoints list INSTANCE" in missing.stderr
-    empty = cli.invoke(app, ["checkpoints", "list", "nobody", *opts])
+    empty = cli.invoke(app, ["checkpoints", "list", "nobody", *opts, "--pretty"])
     assert empty.exit_code == 0
     assert "no checkpoints of instance 'nobody'" in empty.stdout
+    assert cli.invoke(app, ["checkpoints", "list", "nobody", *opts]).stdout == ""
+
+
+def test_checkpoint_ids_are_never_wrapped_on_a_narrow_terminal(cli: CliRunner, opts: list[str]) -> None:
+    """``show`` and ``restore`` need the whole id: on 80 columns each id stays on one line, in one piece."""
+    instance = "a-rather-long-instance-name-for-80-columns"
+    run_json(cli, "run", APPROVAL, "--input", '"docs"', "--instance", instance, *opts)
+    listed = json_lines(cli.invoke(app, ["checkpoints", "list", instance, *opts]).stdout)
+    ids = [c["checkpoint_id"] for c in listed]
+    assert len(ids) == 3 and all(len(cid) > 60 for cid in ids)
+
+    table = cli.invoke(
+        app,
+        ["checkpoints", "list", instance, *opts, "--pretty", "-I", "examples.approval_flow"],
+        env={"COLUMNS": "80"},
+    )
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for cid in ids:
+        assert any(cid in line for line in lines), f"{cid} is not whole on one line:\n{table.stdout}"
 
 
 def test_prefix_and_redis_url_come_from_the_environment(redis_url: str, real_redis_prefix: str) -> None:
@@ -184,13 +207,25 @@ def test_status_reports_lock_epoch_checkpoint_and_pending_requests(
     assert pending["command"].startswith(f"barrierflow run {APPROVAL} --instance s1 --redis ")
     assert pending["command"].endswith(f"--respond {request_id}=true")
 
-    # Without the module that defines the request type, the checkpoint cannot be decoded: say what to do.
-    # (A fresh process: this one has imported the examples already.)
-    undecodable = run_cli("status", "s1", *opts)
-    assert undecodable.returncode == 2
-    assert "examples.approval_flow.ApprovalRequest" in undecodable.stderr
-    assert "--import MODULE" in undecodable.stderr
-    assert "Traceback" not in undecodable.stderr
+    # Without the module that defines the request type, the request cannot be decoded: everything else is still
+    # shown, and what was not decoded is named. (A fresh process: this one has imported the examples already.)
+    undecodable = run_cli("status", "s1", *opts, "--json")
+    assert undecodable.returncode == 0, undecodable.stderr
+    [partial] = json_lines(undecodable.stdout)
+    assert partial["lock"]["held"] is False and partial["epoch"] == 1
+    assert partial["state"] == "idle_with_pending_requests"
+    assert partial["latest_checkpoint"]["checkpoint_id"] == status["latest_checkpoint"]["checkpoint_id"]
+    assert partial["latest_checkpoint"]["superstep"] == status["latest_checkpoint"]["superstep"]
+    assert "examples.approval_flow.ApprovalRequest" in partial["undecoded"]
+    assert "-I MODULE" in partial["undecoded"]
+    assert [p["request_id"] for p in partial["pending_requests"]] == [request_id]
+    assert partial["pending_requests"][0]["command"].endswith(f"--respond '{request_id}=<JSON>'")
+    shown = run_cli("status", "s1", *opts, env={"COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    assert status["latest_checkpoint"]["checkpoint_id"] in shown.stdout
+    assert f"superstep {status['latest_checkpoint']['superstep']}" in shown.stdout
+    assert "undecoded" in shown.stdout and "ApprovalRequest" in shown.stdout
+    assert "Traceback" not in shown.stderr
 
     # While another run holds the lease: status names it, and a run on the instance is refused with exit 4.
     from barrierflow.broker import RedisStore
@@ -274,6 +309,20 @@ def test_reset_clears_pending_requests(cli: CliRunner, opts: list[str]) -> None:
     late = cli.invoke(app, ["run", APPROVAL, "--instance", "z1", *opts, "--respond", f"{request_id}=true"])
     assert late.exit_code == 2
     assert "pending: none" in late.stderr
+
+
+def test_reset_refuses_an_unknown_instance_unless_told_to_create(cli: CliRunner, opts: list[str]) -> None:
+    refused = cli.invoke(app, ["reset", APPROVAL, "typo-1", *opts])
+    assert refused.exit_code == 2
+    assert "no instance 'typo-1'" in refused.stderr
+    assert "--create" in refused.stderr
+    [status] = json_lines(cli.invoke(app, ["status", "typo-1", *opts, "--json"]).stdout)
+    assert status["latest_checkpoint"] is None  # nothing was written
+
+    created = cli.invoke(app, ["reset", APPROVAL, "typo-1", *opts, "--create"])
+    assert created.exit_code == 0, created.output
+    [status] = json_lines(cli.invoke(app, ["status", "typo-1", *opts, "--json"]).stdout)
+    assert status["latest_checkpoint"]["metadata"] == {"reset": True}
 
 
 def test_the_console_script_is_installed() -> None:
