@@ -20,6 +20,7 @@ import pytest
 
 from barrierflow.engine.memory_store import MemoryStore
 from barrierflow.engine.store import Store
+from tests.redis_hygiene import SESSION, forget_celery_nodes, leftovers
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -41,10 +42,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of a real Redis server for this test session."""
+    """URL of a real Redis server for this test session; at its end, no key of the session may remain."""
     url = os.environ.get("BARRIERFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     if _answers(url):
-        yield url
+        yield from _checked_clean(url)
         return
     binary = shutil.which("redis-server")
     if binary is None:
@@ -65,15 +66,44 @@ def redis_url() -> Iterator[str]:
             pytest.fail(f"redis-server on port {port} did not start")
         time.sleep(0.05)
     try:
-        yield url
+        yield from _checked_clean(url, private=True)
     finally:
         proc.terminate()
         proc.wait(5)
 
 
+def _keys_without_ttl(url: str) -> set[bytes]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(count=1000))
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.pttl(key)
+        ttls = pipe.execute()
+    client.close()
+    return {key for key, ttl in zip(keys, ttls, strict=True) if ttl == -1}
+
+
+def _checked_clean(url: str, *, private: bool = False) -> Iterator[str]:
+    """Yield ``url``; afterwards fail the session if a key of it remains (``tests/redis_hygiene.py``).
+
+    Where this session is the only user of the Redis (CI, or a server it started), also every key without a
+    TTL that was not there before: whatever its name, it has no owner.
+    """
+    strict = IN_CI or private
+    before = _keys_without_ttl(url) if strict else set()
+    yield url
+    forget_celery_nodes(url, [])  # the sweep deadlines our workers' bindings left
+    left = leftovers(url)
+    if strict:
+        left += sorted(key.decode(errors="replace") for key in _keys_without_ttl(url) - before)
+    assert not left, f"the test session left these in Redis {url}: {left}"
+
+
 @pytest.fixture
 def key_prefix() -> str:
-    return f"bftest-{uuid.uuid4().hex[:10]}"
+    return f"bftest-{SESSION}-{uuid.uuid4().hex[:8]}"
 
 
 def delete_prefix(url: str, prefix: str) -> None:

@@ -36,7 +36,7 @@ async def test_a_worker_killed_mid_superstep_costs_a_redispatch_never_a_lost_or_
 
     # A worker of its own, alone on a queue of its own, so the superstep's first task surely runs there.
     victim_queue = f"{celery_workers.queue}-victim"
-    victim = "bftest-victim-" + celery_workers.queue[-6:]
+    victim = f"{celery_workers.queue}-victim"
     celery_workers.start(victim, queue=victim_queue)
     celery_workers.wait_ready([victim])
     dispatcher = CeleryDispatcher(

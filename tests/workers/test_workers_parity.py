@@ -152,14 +152,15 @@ async def test_local_and_celery_dispatchers_agree(
 
 
 async def test_the_design_usage_gets_redis_from_the_app_configuration(celery_workers, redis_url: str) -> None:
-    """``build(store=RedisStore.from_url(url), dispatcher=CeleryDispatcher(app))``, as in DESIGN §3."""
+    """``build(store=RedisStore.from_url(url), dispatcher=CeleryDispatcher(app))``, as in docs/design.md."""
     import uuid
 
     from barrierflow.broker import RedisStore
     from barrierflow.workers import app
     from tests.conftest import delete_prefix
+    from tests.redis_hygiene import SESSION
 
-    instance_id = f"bftest-design-{uuid.uuid4().hex[:8]}"
+    instance_id = f"bftest-{SESSION}-design-{uuid.uuid4().hex[:8]}"
     store = RedisStore.from_url(redis_url)  # the default prefix, like the app's default BARRIERFLOW_PREFIX
     try:
         wf = text_pipeline().build(instance_id=instance_id, store=store, dispatcher=CeleryDispatcher(app))
