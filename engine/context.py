@@ -78,7 +78,7 @@ class ExecutorView:
 
 
 class WorkflowContext:
-    """Passed to every handler. See DESIGN §2 "WorkflowContext" for the contract of each call."""
+    """Passed to every handler. See docs/design.md, "WorkflowContext", for the contract of each call."""
 
     __slots__ = (
         "_outcome",

@@ -1,4 +1,4 @@
-"""The smallest workflow: ``upper -> reverse`` (the example of DESIGN §3 and the README's first command).
+"""The smallest workflow: ``upper -> reverse`` (the README's first command; docs/design.md runs it distributed).
 
     barrierflow run examples.text_pipeline:text_pipeline --input '"hello"'
     python -m examples.text_pipeline hello

@@ -143,6 +143,47 @@ async def test_guess_the_number_rejects_a_secret_out_of_range() -> None:
         await guess_the_number().build().run(1000)
 
 
+# The same examples through a Celery worker's code (barrierflow.testing's fixtures: fakeredis, no worker process):
+# every message and state crosses the wire encoding, and the worker finds each workflow by its registered name.
+
+
+async def test_document_pipeline_through_a_workers_code(barrierflow_store, barrierflow_dispatcher) -> None:
+    doc = Document("Notes", "Redis stores checkpoints. Workers run supersteps. Redis keeps leases.")
+    wf = document_pipeline().build(store=barrierflow_store, dispatcher=barrierflow_dispatcher)
+    result = await wf.run(doc)
+    assert result.outputs == (await document_pipeline().build().run(doc)).outputs
+    assert list(barrierflow_dispatcher.worker.graphs) == ["document_pipeline"]  # built by the worker's side
+    stored = await barrierflow_store.list_checkpoints(wf.instance_id)
+    assert [cp.superstep for cp in stored] == [3, 2, 1, 0]
+
+
+async def test_approval_flow_answered_from_another_handle_through_a_workers_code(
+    barrierflow_store, barrierflow_dispatcher
+) -> None:
+    wf = approval_flow().build(
+        instance_id="notes", store=barrierflow_store, dispatcher=barrierflow_dispatcher
+    )
+    first = await wf.run("release notes")
+    [(request_id, event)] = first.pending_requests.items()
+    assert isinstance(event.data, ApprovalRequest)
+    other = approval_flow().build(
+        instance_id="notes", store=barrierflow_store, dispatcher=barrierflow_dispatcher
+    )
+    rejected = await other.run(responses={request_id: False})
+    [(second_id, second)] = rejected.pending_requests.items()
+    assert second.data.draft.revision == 2
+    done = await other.run(responses={second_id: True})
+    assert done.outputs == [Decision("release notes", True, 2, done.outputs[0].text)]
+
+
+async def test_guess_the_number_keeps_executor_state_across_workers_tasks(
+    barrierflow_store, barrierflow_dispatcher
+) -> None:
+    wf = guess_the_number().build(store=barrierflow_store, dispatcher=barrierflow_dispatcher)
+    [solved] = (await wf.run(37)).outputs
+    assert (solved.secret, solved.attempts) == (37, 3)
+
+
 @pytest.mark.parametrize(
     ("module", "expected"),
     [

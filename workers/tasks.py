@@ -52,14 +52,19 @@ class WorkerProcess:
     """Per-process state of a worker: built graphs by workflow name, an event loop, a Redis client.
 
     Created lazily in the process that runs tasks (a prefork child), never inherited across a fork.
+    ``barrierflow.testing`` makes one over fakeredis to run tasks in a test process through this same code.
     """
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.pid = os.getpid()
         self.name = f"{socket.gethostname()}:{self.pid}"
         self.graphs: dict[str, Graph] = {}
         self.loop = asyncio.new_event_loop()
-        self.writer = ResultWriter(redis.Redis.from_url(redis_url, socket_connect_timeout=5.0))
+        self.writer = ResultWriter(client)
+
+    def close(self) -> None:
+        self.loop.close()
+        self.writer.client.close()
 
     def graph(self, name: str) -> Graph:
         graph = self.graphs.get(name)
@@ -148,7 +153,9 @@ _process: WorkerProcess | None = None
 def worker_process() -> WorkerProcess:
     global _process
     if _process is None or _process.pid != os.getpid():
-        _process = WorkerProcess(app.conf.barrierflow_redis_url)
+        _process = WorkerProcess(
+            redis.Redis.from_url(app.conf.barrierflow_redis_url, socket_connect_timeout=5.0)
+        )
     return _process
 
 
