@@ -48,7 +48,7 @@ async def test_a_workflow_that_is_not_registered_cannot_run_on_a_worker(
     assert (await adhoc.build().run("in process")).outputs == ["IN PROCESS"]
 
     wf = adhoc.build(store=barrierflow_store, dispatcher=barrierflow_dispatcher)
-    with pytest.raises(WorkflowError, match="no workflow registered as 'bftest_adhoc'.*BARRIERFLOW_IMPORTS"):
+    with pytest.raises(WorkflowError, match=r"no workflow registered as 'bftest_adhoc'.*BARRIERFLOW_IMPORTS"):
         await wf.run("on a worker")
     assert wf.status is RunState.FAILED
 
