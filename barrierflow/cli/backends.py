@@ -130,6 +130,12 @@ def check_broker(app: Any) -> None:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
+    except ImportError as exc:  # the transport's own dependencies: an install problem, not a network one
+        raise CliError(
+            f"Celery's transport for {redact(url)} cannot load: {reason(exc)}; install barrierflow with its "
+            "dependencies (pip install barrierflow, which brings celery[redis])",
+            EXIT_UNREACHABLE,
+        ) from exc
     except Exception as exc:
         raise CliError(
             f"cannot reach the Celery broker at {redact(url)}: {reason(exc)}; check --broker or "
