@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -204,20 +203,3 @@ def test_every_example_runs_as_a_script(module: str, expected: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert expected in proc.stdout
-
-
-def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("```python\n# hello_flow.py\n") + len("```python\n")
-    code = readme[start : readme.index("```", start)]
-    (tmp_path / "hello_flow.py").write_text(code)
-    proc = subprocess.run(
-        [sys.executable, "hello_flow.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "idle ['HELLO, ADA (#1)']"

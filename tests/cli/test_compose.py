@@ -95,6 +95,16 @@ def test_service_commands_exist_in_the_cli(compose: dict) -> None:
     assert target.split(":")[0] in imports, "the workers must import the coordinator's workflow"
 
 
+def test_the_demo_runs_the_instance_the_readme_inspects(compose: dict) -> None:
+    """The README's ``barrierflow status compose-demo`` finds what the compose coordinator ran."""
+    argv = argv_of(compose["services"]["coordinator"]["command"])
+    instance = argv[argv.index("--instance") + 1]
+    readme = (ROOT / "README.md").read_text()
+    assert f"barrierflow status {instance} -I examples.document_pipeline" in readme
+    assert "${BARRIERFLOW_REDIS_PORT:-6379}" in compose["services"]["redis"]["ports"][0]
+    assert "BARRIERFLOW_REDIS_PORT=6380 docker compose up" in readme
+
+
 def test_the_coordinator_input_runs_embedded(compose: dict) -> None:
     """The coordinator's workflow and input are valid: the same run, embedded, gives a report."""
     from typer.testing import CliRunner
@@ -104,6 +114,7 @@ def test_the_coordinator_input_runs_embedded(compose: dict) -> None:
     argv = argv_of(compose["services"]["coordinator"]["command"])
     embedded = [a for a in argv[1:] if a != "--celery"]
     del embedded[embedded.index("--redis") : embedded.index("--redis") + 2]
+    del embedded[embedded.index("--instance") : embedded.index("--instance") + 2]  # embedded needs none
     result = CliRunner().invoke(app, embedded)
     assert result.exit_code == 0, result.output
     assert json_lines(result.stdout)[-1]["outputs"][0]["title"] == "compose demo"
