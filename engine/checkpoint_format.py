@@ -237,31 +237,31 @@ class CheckpointSummary:
     """
 
     checkpoint_id: str
+    superstep: int
+    created_at: datetime
+    queued_messages: int
+    pending_request_ids: list[str]
     instance_id: str
     workflow_name: str
     graph_signature: str
     previous_checkpoint_id: str | None
-    superstep: int
     run_id: str | None
     epoch: int
-    created_at: datetime
-    queued_messages: int
-    pending_request_ids: list[str]
 
     @classmethod
     def of(cls, cp: Checkpoint) -> CheckpointSummary:
         return cls(
-            cp.checkpoint_id,
-            cp.instance_id,
-            cp.workflow_name,
-            cp.graph_signature,
-            cp.previous_checkpoint_id,
-            cp.superstep,
-            cp.run_id,
-            cp.epoch,
-            cp.created_at,
-            len(cp.messages),
-            sorted(cp.pending_requests),
+            checkpoint_id=cp.checkpoint_id,
+            superstep=cp.superstep,
+            created_at=cp.created_at,
+            queued_messages=len(cp.messages),
+            pending_request_ids=sorted(cp.pending_requests),
+            instance_id=cp.instance_id,
+            workflow_name=cp.workflow_name,
+            graph_signature=cp.graph_signature,
+            previous_checkpoint_id=cp.previous_checkpoint_id,
+            run_id=cp.run_id,
+            epoch=cp.epoch,
         )
 
 
