@@ -97,3 +97,13 @@ def test_the_coordinator_runs_on_a_real_worker(
     assert printed[1:] == again[1:] == ["idle", "2"]
     assert printed[0] != again[0]  # a new instance each time: no WorkflowNotIdleError on a second run
     delete_prefix(redis_url, real_redis_prefix)
+
+
+def test_the_first_command_installs_the_runtime_only() -> None:
+    """Command 1 needs no test dependencies (``tests/test_wheel.py`` runs it in such an install)."""
+    readme = (ROOT / "README.md").read_text()
+    assert (
+        "pip install . && barrierflow run examples.text_pipeline:text_pipeline --input '\"hello\"'" in readme
+    )
+    first = readme[readme.index("# 1. ") : readme.index("# 2. ")]
+    assert "[test]" not in first
