@@ -2,10 +2,11 @@
 --
 -- KEYS[1]  lock key   (string: holder's token, PX = lease TTL)
 -- KEYS[2]  owner key  (string: JSON about the holder, same PX as the lock)
--- KEYS[3]  epoch key  (integer counter; never deleted, never given a TTL)
+-- KEYS[3]  epoch key  (integer counter; PX = epoch TTL, always longer than the lease: see keys.py)
 -- ARGV[1]  token
 -- ARGV[2]  owner JSON
 -- ARGV[3]  lease TTL in milliseconds
+-- ARGV[4]  epoch TTL in milliseconds
 --
 -- Returns {1, new_epoch}                    reserved (also when this same token already held it, so an
 --                                           acquire retried after a lost reply succeeds like the first)
@@ -26,4 +27,6 @@ else
   redis.call('SET', KEYS[1], ARGV[1], 'XX', 'PX', ARGV[3])
 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return {1, redis.call('INCR', KEYS[3])}
+local next_epoch = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return {1, next_epoch}

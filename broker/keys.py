@@ -11,7 +11,7 @@ suffix             type        holds
 =================  ==========  ===============================================================================
 ``lock``           string      the holder's token; PX = lease TTL
 ``owner``          string      JSON about the holder (host, pid, run_id, since); same PX as ``lock``
-``epoch``          string/int  fencing counter, INCR on every reserve; never deleted, never given a TTL
+``epoch``          string/int  fencing counter, INCR on every reserve; PX = epoch TTL (below)
 ``index``          zset        checkpoint ids scored by a per-instance sequence (newest = highest)
 ``kfmap``          hash        checkpoint id -> keyframe id
 ``kfrefs``         hash        keyframe id -> number of heads that name it
@@ -20,14 +20,42 @@ suffix             type        holds
 =================  ==========  ===============================================================================
 
 Other suffixes are free for records of other components in the instance's slot (``KeySpace.user_key``), e.g.
-the workers' fenced results (``broker/results.py``).
+the workers' fenced results (``broker/results.py``). ``docs/keys.md`` lists every key of an instance with
+its owner and lifetime.
+
+**The epoch's lifetime.** The epoch fences a holder whose lease ended (``engine/store.py``). It only has to
+exist while a lease that could still write exists, and every write checks the lock (the token) first: a
+lease can write only while its lock key lives. So ``acquire``, ``renew`` and every fenced write extend the
+epoch to ``epoch_ttl(lock_ttl, checkpoint_ttl) = max(checkpoint_ttl, EPOCH_LEASES * lock_ttl)``, always longer
+than the lock's PX, and ``delete_instance`` deletes it. Timeline: t=0 run A reserves (epoch 7, lock PX 30 s,
+epoch PX 300 s); A renews every 10 s; t=100 A releases; t=400 the epoch expires; t=500 run B reserves:
+the epoch starts again at 1. A's lease (token a, epoch 7) cannot write at t=500 nor ever after: the lock holds
+B's fresh random token. A paused holder whose lock expired is refused by the token already, whatever the epoch
+says; the epoch only separates two leases of the same token, which exist within one lock lifetime (an acquire
+retried after a lost reply). With ``checkpoint_ttl`` the epoch lives at least as long as the checkpoints, so
+``status`` shows the epoch that wrote them.
+
+**Foreign checkpoint ids.** Ids barrierflow mints (``instance@hex``) locate their keys by themselves. A
+``Checkpoint`` a user builds with an id of their own is found through a pointer ``P:foreign:<id>`` ->
+instance, written, expired and deleted by the same Lua call as its checkpoint (so it never outlives it, and
+a checkpoint is never unfindable). The pointer is outside the instance's hash slot: on Redis Cluster a
+script may not touch two slots, so there checkpoints must use minted ids (every ``Workflow`` does); writes of
+minted ids never touch a pointer and stay in one slot.
 """
 
 from __future__ import annotations
 
+#: The epoch key outlives the lock by at least this many lease TTLs (see "The epoch's lifetime").
+EPOCH_LEASES = 10
+
 #: Suffixes owned by the store itself; ``user_key`` refuses them.
 RESERVED_SUFFIXES = frozenset({"lock", "owner", "epoch", "index", "kfmap", "kfrefs"})
 RESERVED_SUFFIX_PREFIXES = ("ckpt:", "kf:")
+
+
+def epoch_ttl(lock_ttl: float, checkpoint_ttl: float | None) -> float:
+    """Seconds the epoch key lives after the last reserve, renewal or fenced write (see the module doc)."""
+    return max(checkpoint_ttl or 0.0, EPOCH_LEASES * lock_ttl)
 
 
 def check_instance_id(instance_id: str) -> str:
@@ -81,13 +109,17 @@ class KeySpace:
     def keyframe(self, instance_id: str, keyframe_id: str) -> str:
         return self.key(instance_id, f"kf:{keyframe_id}")
 
-    def foreign_ids(self) -> str:
-        """``P:foreign-checkpoint-ids``: instance of each checkpoint whose id does not name it.
+    def foreign_prefix(self) -> str:
+        """``P:foreign:`` — the pointer of a foreign checkpoint id is this plus the id (see the module doc)."""
+        return f"{self.prefix}:foreign:"
 
-        Ids barrierflow mints (``instance@hex``) locate their keys by themselves; a ``Checkpoint`` a user builds
-        with an id of their own is found through this hash. It is the one key outside an instance's slot.
-        """
-        return f"{self.prefix}:foreign-checkpoint-ids"
+    def foreign(self, checkpoint_id: str) -> str:
+        return self.foreign_prefix() + checkpoint_id
+
+    def pattern(self, instance_id: str) -> str:
+        """A ``SCAN MATCH`` pattern for every key in the instance's slot (glob characters escaped)."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.base(instance_id))
+        return escaped + "*"
 
     def user_key(self, instance_id: str, suffix: str) -> str:
         """A key for another component's record in the instance's slot; refuses the store's own names."""

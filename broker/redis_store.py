@@ -15,6 +15,7 @@ files beside this module, each with its KEYS/ARGV/reply header.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -27,9 +28,10 @@ from redis.exceptions import RedisError
 
 from barrierflow.engine.checkpoint_format import CheckpointRecord
 from barrierflow.engine.errors import ReservationLostError, StoreError, WorkflowRunInProgressError
-from barrierflow.engine.store import Lease, ReservationInfo, Store
+from barrierflow.engine.store import Lease, ReservationInfo, Store, new_token, owner_info
 
-from .keys import KeySpace, check_instance_id
+from .connection import RedisOptions, async_client
+from .keys import KeySpace, check_instance_id, epoch_ttl
 from .per_loop import PerLoop
 from .scripts import Scripts, milliseconds
 
@@ -80,8 +82,12 @@ class RedisStore(Store):
 
     ``lock_ttl``: lease TTL in seconds (the runner renews about every third of it). ``retention``:
     checkpoints kept per instance. ``checkpoint_ttl``: when set, an instance's checkpoint keys expire that
-    many seconds after its newest checkpoint write (never the lock or the epoch). ``prefix`` separates
-    deployments sharing one Redis.
+    many seconds after its newest checkpoint write (``docs/keys.md`` lists what expires when). ``prefix``
+    separates deployments sharing one Redis.
+
+    Lifecycle: ``async with RedisStore.from_url(url) as store:`` or ``await store.aclose()`` closes the
+    connections the store opened; a loop that ends without it closes its own (``broker/per_loop.py``). A
+    client passed in is the caller's to close.
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class RedisStore(Store):
         self.lock_ttl = lock_ttl
         self.retention = retention
         self.checkpoint_ttl = checkpoint_ttl
+        self._epoch_ms = milliseconds(epoch_ttl(lock_ttl, checkpoint_ttl))
         # from_url stores make one client per event loop (see broker/per_loop.py); a client passed in is the
         # caller's, used as it is
         self._bound: PerLoop[tuple[Redis, Scripts]] | None = None
@@ -122,28 +129,38 @@ class RedisStore(Store):
         checkpoint_ttl: float | None = None,
         **client_options: Any,
     ) -> RedisStore:
-        """A store on ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS); options pass to redis-py.
+        """A store on ``redis://[:password@]host:port/db`` or ``rediss://`` (TLS).
 
-        redis-py parses replies with hiredis whenever it is installed (``uses_hiredis`` tells).
+        ``client_options``: the fields of ``broker.connection.RedisOptions`` (``max_connections`` per event
+        loop, default 100, commands beyond it wait up to ``pool_timeout`` for a free connection;
+        ``socket_timeout``, ``health_check_interval``, ``retries``...) and any other redis-py keyword
+        (``client_name``, ``ssl_ca_certs``...). redis-py parses replies with hiredis whenever it is installed.
         """
         if client_options.get("decode_responses"):
             raise ValueError("RedisStore needs a binary-safe client: decode_responses must stay False")
         client_options["decode_responses"] = False
-        client_options.setdefault("socket_connect_timeout", 5.0)
+        options, given = RedisOptions.split(client_options)
         store = cls(
-            Redis.from_url(url, **client_options),
+            async_client(url, options, **given),  # used only outside an event loop; never connects there
             prefix=prefix,
             lock_ttl=lock_ttl,
             retention=retention,
             checkpoint_ttl=checkpoint_ttl,
         )
+        store.url, store.options = url, options
 
         def connect() -> tuple[Redis, Scripts]:
-            client = Redis.from_url(url, **client_options)
+            client = async_client(url, options, **given)
             return client, Scripts.register(client)
 
-        store._bound = PerLoop(connect, first=store._fixed)
+        async def close(bound: tuple[Redis, Scripts]) -> None:
+            await bound[0].aclose()
+
+        store._bound = PerLoop(connect, close)
         return store
+
+    url: str | None = None
+    options: RedisOptions | None = None
 
     def _current(self) -> tuple[Redis, Scripts]:
         """The client (and its scripts) for the running event loop."""
@@ -179,18 +196,22 @@ class RedisStore(Store):
         return "Hiredis" in parser.__name__
 
     async def aclose(self) -> None:
-        """Close the connection pool if ``from_url`` created it (a client passed in belongs to the caller)."""
-        if self._bound is not None:  # from_url made the clients; a client passed in is the caller's
-            bound = self._bound.pop()
-            if bound is not None:
-                await bound[0].aclose()
+        """Close the connections this store opened in the running loop (a client passed in is the caller's)."""
+        if self._bound is not None:
+            await self._bound.aclose()
+
+    async def __aenter__(self) -> RedisStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def reserve(self, instance_id: str, token: str, owner: dict[str, Any]) -> Lease:
         keys = self.keys
         with _redis_errors("reserve", instance_id):
             reply = await self._scripts.acquire(
                 keys=[keys.lock(instance_id), keys.owner(instance_id), keys.epoch(instance_id)],
-                args=[token, json.dumps(owner, default=str), milliseconds(self.lock_ttl)],
+                args=[token, json.dumps(owner, default=str), milliseconds(self.lock_ttl), self._epoch_ms],
             )
         if reply[0] == 1:
             return Lease(instance_id, token, int(reply[1]), self.lock_ttl)
@@ -206,10 +227,25 @@ class RedisStore(Store):
         return [keys.lock(lease.instance_id), keys.owner(lease.instance_id), keys.epoch(lease.instance_id)]
 
     async def renew(self, lease: Lease) -> bool:
-        with _redis_errors("renew", lease.instance_id):
-            renewed = await self._scripts.renew(
-                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, milliseconds(lease.ttl)]
-            )
+        """Extend the lease; never takes longer than a third of its TTL (``StoreError`` then).
+
+        The bound is what keeps renewal fail-stop: a call stuck on a half-open connection, or retrying
+        through a Redis outage, would otherwise hold the renewer past the lease's end while the run goes on
+        writing. The renewer counts a ``StoreError`` as a failed renewal and marks the lease lost once
+        renewals have failed for a whole TTL (``engine/workflow.py``).
+        """
+        limit = lease.ttl / 3
+        try:
+            async with asyncio.timeout(limit):
+                with _redis_errors("renew", lease.instance_id):
+                    renewed = await self._scripts.renew(
+                        keys=self._lease_keys(lease),
+                        args=[lease.token, lease.epoch, milliseconds(lease.ttl), self._epoch_ms],
+                    )
+        except TimeoutError as exc:
+            raise StoreError(
+                f"redis store: renew of instance {lease.instance_id!r} got no answer within {limit:g} s"
+            ) from exc
         if not renewed:
             lease.lost = True
             return False
@@ -218,7 +254,7 @@ class RedisStore(Store):
     async def release(self, lease: Lease) -> bool:
         with _redis_errors("release", lease.instance_id):
             released = await self._scripts.release(
-                keys=self._lease_keys(lease), args=[lease.token, lease.epoch]
+                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, 0]
             )
         if not released:
             logger.warning(
@@ -279,15 +315,12 @@ class RedisStore(Store):
                     b"" if record.keyframe is None else record.keyframe,
                     self.retention,
                     0 if self.checkpoint_ttl is None else milliseconds(self.checkpoint_ttl),
-                    keys.base(instance_id),
+                    *self._layout(instance_id),
+                    instance_id,
+                    self._epoch_ms,
                 ],
             )
         if status == _WRITTEN:
-            if (
-                self.instance_of(record.checkpoint_id) != instance_id
-            ):  # an id of the user's own: remember where
-                with _redis_errors(f"indexing of checkpoint id {record.checkpoint_id!r}", instance_id):
-                    await self.client.hset(self.keys.foreign_ids(), record.checkpoint_id, instance_id)
             return
         assert lease is not None  # an unfenced write is never refused
         lease.lost = True
@@ -332,23 +365,68 @@ class RedisStore(Store):
         instance_id = await self._locate(checkpoint_id)
         if instance_id is None:
             return False
-        if self.instance_of(checkpoint_id) is None:
-            with _redis_errors(f"unindexing of checkpoint id {checkpoint_id!r}", instance_id):
-                await self.client.hdel(self.keys.foreign_ids(), checkpoint_id)
         keys = self.keys
         with _redis_errors(f"delete of checkpoint {checkpoint_id!r}", instance_id):
             deleted = await self._scripts.delete_record(
                 keys=[keys.index(instance_id), keys.kfmap(instance_id), keys.kfrefs(instance_id)],
-                args=[checkpoint_id, keys.base(instance_id)],
+                args=[checkpoint_id, *self._layout(instance_id)],
             )
         return bool(deleted)
+
+    def _layout(self, instance_id: str) -> tuple[str, str, str]:
+        """The scripts' ARGV naming an instance's keys: base ``P:{I}:``, minted-id prefix ``I@``, pointers."""
+        return self.keys.base(instance_id), f"{instance_id}@", self.keys.foreign_prefix()
+
+    async def delete_instance(self, instance_id: str) -> int:
+        """Delete every key of the instance; the number deleted. ``WorkflowRunInProgressError`` while held.
+
+        Everything in the instance's hash slot goes (``SCAN`` on ``P:{I}:*``: checkpoints, epoch, the
+        workers' records, and keys of components added later), and the pointers of its foreign checkpoint
+        ids. The store reserves the instance first, so no run starts while its keys are being deleted, and
+        a run holding it makes this refuse instead (nothing deleted). ``SCAN`` walks the whole keyspace of
+        the database: an administrative operation, not one for a hot path.
+        """
+        lease = await self.reserve(instance_id, new_token(), owner_info("delete_instance"))
+        keys, client = self.keys, self.client
+        kept = {keys.lock(instance_id), keys.owner(instance_id), keys.epoch(instance_id)}
+        deleted = 0
+        try:
+            with _redis_errors("delete_instance", instance_id):
+                ids = [raw.decode() for raw in await client.hkeys(keys.kfmap(instance_id))]
+                for checkpoint_id in ids:  # a pointer is this instance's only if it names this instance
+                    if self.instance_of(checkpoint_id) != instance_id:
+                        deleted += await self._scripts.own_key(
+                            keys=[keys.foreign(checkpoint_id)], args=[instance_id, 0]
+                        )
+                batch: list[bytes] = []
+                async for name in client.scan_iter(match=keys.pattern(instance_id), count=1000):
+                    if name.decode() not in kept:
+                        batch.append(name)
+                    if len(batch) >= 500:
+                        deleted += await self._delete_batch(lease, batch)
+                        batch = []
+                if batch:
+                    deleted += await self._delete_batch(lease, batch)
+        except BaseException:
+            await self.release(lease)
+            raise
+        with _redis_errors("delete_instance", instance_id):  # the lease's keys and the epoch, last
+            deleted += await self._scripts.release(
+                keys=self._lease_keys(lease), args=[lease.token, lease.epoch, 1]
+            )
+        return deleted
+
+    async def _delete_batch(self, lease: Lease, names: list[bytes]) -> int:
+        if not await self.renew(lease):  # the deletion outlived its lease: another run may hold it now
+            raise ReservationLostError(f"delete_instance of {lease.instance_id!r} lost its reservation")
+        return int(await self.client.unlink(*names))
 
     async def _locate(self, checkpoint_id: str) -> str | None:
         """The instance whose keys hold ``checkpoint_id``; ``None`` when no key of this store could."""
         instance_id = self.instance_of(checkpoint_id)
         if instance_id is None:
             with _redis_errors(f"lookup of checkpoint id {checkpoint_id!r}", "?"):
-                found = await self.client.hget(self.keys.foreign_ids(), checkpoint_id)
+                found = await self.client.get(self.keys.foreign(checkpoint_id))
             if found is None:
                 return None
             instance_id = found.decode()

@@ -8,12 +8,15 @@
 -- KEYS[3]  epoch key
 -- ARGV[1]  token
 -- ARGV[2]  the lease's epoch
+-- ARGV[3]  '1' to delete the epoch key too (delete_instance: nothing of the instance stays), else '0'
 --
--- Returns 1  released
---         0  this token did not hold it; nothing changed
+-- Returns n > 0  released: the number of keys deleted
+--         0      this token did not hold it; nothing changed
 
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[3]) ~= ARGV[2] then
   return 0
 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
+if ARGV[3] == '1' then
+  return redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+end
+return redis.call('DEL', KEYS[1], KEYS[2])

@@ -2,8 +2,9 @@
 
 Each script is registered with ``client.register_script``: calls go out as ``EVALSHA`` and redis-py loads
 the script and retries once when the server answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). Each
-file's header states its KEYS, ARGV and replies; ``checkpoint_lib.lua`` holds helpers prepended to the
-scripts that drop heads, so the retention and delete paths share one definition of "drop".
+file's header states its KEYS, ARGV and replies. Helpers shared by several scripts live in ``*_lib.lua`` files
+prepended to them: ``checkpoint_lib.lua`` to the scripts that drop heads (so retention and delete share one
+definition of "drop"), ``task_lib.lua`` to the worker's scripts (one definition of a task copy's fence).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-_WITH_CHECKPOINT_LIB = frozenset({"fenced_write", "delete_record"})
+#: Script -> the helper file prepended to it.
+_LIBRARIES = {
+    "fenced_write": "checkpoint_lib",
+    "delete_record": "checkpoint_lib",
+    "put_result": "task_lib",
+    "claim": "task_lib",
+}
 
 
 def milliseconds(seconds: float) -> int:
@@ -28,8 +35,9 @@ def script_source(name: str) -> str:
     """The text of ``broker/<name>.lua``, with the shared helpers in front where the script uses them."""
     package = resources.files(__package__)
     text = package.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    if name in _WITH_CHECKPOINT_LIB:
-        text = package.joinpath("checkpoint_lib.lua").read_text(encoding="utf-8") + "\n" + text
+    library = _LIBRARIES.get(name)
+    if library is not None:
+        text = package.joinpath(f"{library}.lua").read_text(encoding="utf-8") + "\n" + text
     return text
 
 
@@ -43,6 +51,7 @@ class Scripts:
     fenced_write: AsyncScript
     read_record: AsyncScript
     delete_record: AsyncScript
+    own_key: AsyncScript
 
     @classmethod
     def register(cls, client: Redis) -> Scripts:

@@ -329,7 +329,7 @@ async def test_instance_ids_that_break_the_hash_tag_are_refused(make_store: Make
         KeySpace("pre{fix}")
 
 
-async def test_epoch_never_expires_and_checkpoint_ttl_applies_to_checkpoint_keys_only(
+async def test_the_epoch_outlives_every_lease_and_checkpoint_ttl_applies_to_checkpoint_keys(
     make_store: MakeStore,
 ) -> None:
     store = make_store(checkpoint_ttl=60, lock_ttl=5)
@@ -357,16 +357,22 @@ async def test_epoch_never_expires_and_checkpoint_ttl_applies_to_checkpoint_keys
         assert 59_000 < await store.client.pttl(name) <= 60_000, name
     assert 0 < await store.client.pttl(k.lock("inst")) <= 5_000
     assert 0 < await store.client.pttl(k.owner("inst")) <= 5_000
-    assert await store.client.pttl(k.epoch("inst")) == -1
+    # the epoch lives as long as the checkpoints (60 s > 10 leases of 5 s), longer than any lock
+    assert 59_000 < await store.client.pttl(k.epoch("inst")) <= 60_000
     await store.release(lease)
-    assert await store.client.pttl(k.epoch("inst")) == -1
+    assert 59_000 < await store.client.pttl(k.epoch("inst")) <= 60_000
 
-    plain = make_store(prefix=store.prefix + "-plain")  # still under the test's prefix, so cleaned up
+    plain = make_store(prefix=store.prefix + "-plain", lock_ttl=2)  # under the test's prefix: cleaned up
     lease = await plain.reserve("inst", new_token(), owner_info("run"))
     cp = checkpoint("inst")
     await plain.save_checkpoint(cp, lease=lease)
     assert await plain.client.pttl(plain.keys.head("inst", cp.checkpoint_id)) == -1
     assert await plain.client.pttl(plain.keys.index("inst")) == -1
+    # no checkpoint TTL: the epoch expires 10 lease TTLs after the last reserve, renewal or write
+    assert 19_000 < await plain.client.pttl(plain.keys.epoch("inst")) <= 20_000
+    await plain.client.pexpire(plain.keys.epoch("inst"), 5_000)
+    assert await plain.renew(lease)
+    assert 19_000 < await plain.client.pttl(plain.keys.epoch("inst")) <= 20_000
     await plain.release(lease)
 
 

@@ -13,7 +13,8 @@ What every configuration keeps:
   and a task whose pool process died is given back to the queue. ``worker_prefetch_multiplier = 1``: a worker
   process holds one task at a time, so a long task never strands a second one behind it.
 * No result backend: results travel as fenced Redis records (``broker/results.py``), not Celery results.
-* ``visibility_timeout``: must exceed the longest task; see ``workers/config.py``.
+* ``visibility_timeout``: must exceed the longest task; socket timeouts for the broker's connections; see
+  ``workers/config.py``.
 * The modules in ``imports`` (``BARRIERFLOW_IMPORTS``) are imported when a worker starts (Celery's
   ``imports``), so their ``@register_workflow`` factories are known before the first task arrives.
 """
@@ -64,7 +65,7 @@ def configure(app: Celery, settings: Settings | None = None, /, **overrides: Any
     app.conf.update(
         broker_url=new.broker,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": new.visibility_timeout},
+        broker_transport_options=new.broker_transport_options(),
         result_backend=new.result_backend,
         task_ignore_result=True,
         task_serializer="msgpack",

@@ -25,6 +25,10 @@ sum of the handler times of one task's deliveries. Shorter, and a task still run
 the first result wins, the duplicate is ignored, but the work is done twice). A killed worker's message also
 waits this long before Celery redelivers it; the dispatcher does not wait for that, it re-sends a missing task
 after its own ``redispatch_after`` deadline.
+
+The broker's own Redis connections (kombu's transport) get timeouts too: kombu passes ``socket_timeout=None``
+to redis-py, so a publish on a half-open connection would wait forever. ``broker_transport_options`` sets a
+socket timeout far above kombu's 1 s ``BRPOP`` polling, keepalive, health checks and a retry on timeout.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ DEFAULT_PREFIX = "barrierflow"
 DEFAULT_QUEUE = "barrierflow"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 TASK_NAME = "barrierflow.run_batches"
+
+
+#: kombu Redis transport: socket timeouts above its 1 s BRPOP poll, keepalive, checks (see the module doc).
+BROKER_SOCKET_OPTIONS = {
+    "socket_timeout": 30.0,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "health_check_interval": 25,
+    "retry_on_timeout": True,
+}
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -65,6 +79,9 @@ class Settings:
     def broker(self) -> str:
         """The broker URL in effect."""
         return self.broker_url or self.redis_url
+
+    def broker_transport_options(self) -> dict[str, object]:
+        return {"visibility_timeout": self.visibility_timeout, **BROKER_SOCKET_OPTIONS}
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -9,12 +9,20 @@ Per superstep:
 2. **Send** the tasks to the queue (msgpack).
 3. **Barrier without chords.** Each task's worker writes a fenced, first-write-wins record and pushes the task
    number on a notify list (``broker/results.py``). This side sleeps in ``BRPOP`` until a task finishes or the
-   next deadline. Every ``redispatch_after`` seconds a task without a result is sent again, unless a worker
-   holds a live claim on it (it is running; the claim lapses ``claim_ttl`` after its worker dies). Before
-   re-sending, this side checks that the record is not simply there and that the run still holds its lease.
+   next check. Every ``redispatch_after`` seconds it checks the tasks without a result, reading result, claim
+   and "started" together (one ``MGET``):
+
+   * a live claim: a worker runs it, however long its handlers take; check again later;
+   * its latest copy was never picked up: it waits in the queue. It is **not** sent again (a copy per check
+     would pile up in the queue, each carrying the whole shared state); the caller is warned, in the log and
+     as a ``warning`` event, that no worker takes tasks from the queue, at growing intervals;
+   * picked up, claim lapsed, no result: its worker died. Sent again after checking that the run still holds
+     its lease; checks of that task then back off exponentially, and after ``max_attempts`` sends the
+     superstep fails (a handler that kills its worker process would otherwise kill workers forever).
 4. **Return** the outcomes and the workers' live events (``emit``, in order per executor). A handler failure
    returns at once (the runner raises ``ExecutorFailedError``; the other tasks' results are discarded). The
-   records and the notify list are deleted, and expire by their TTL if this process dies first.
+   superstep's keys are deleted and it is marked collected, so no late copy re-creates them; they expire by
+   their TTL if this process dies first. A failed clean-up is logged, never raised over the run's outcome.
 
 Nothing here commits: the runner commits the returned outcomes at the barrier, so a task run twice (Celery
 redelivery, re-dispatch) has its effects committed once.
@@ -36,10 +44,12 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from barrierflow.broker.connection import RedisOptions, async_client
 from barrierflow.broker.per_loop import PerLoop
 from barrierflow.broker.results import ResultKeys, ResultReader
 from barrierflow.engine import codec
@@ -51,6 +61,7 @@ from barrierflow.engine.errors import (
     SerializationError,
     WorkflowError,
 )
+from barrierflow.engine.events import EventType, WorkflowEvent
 from barrierflow.engine.executor import Executor
 
 from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME
@@ -69,6 +80,8 @@ _REFUSALS: dict[str, type[WorkflowError]] = {
     for cls in (GraphSignatureMismatchError, CheckpointDecodeError, SerializationError, WorkflowError)
 }
 
+#: The longest pause between two checks of a task whose workers keep dying (seconds).
+MAX_CHECK_INTERVAL = 600.0
 #: Worker slots assumed when no worker answers the discovery broadcast.
 FALLBACK_SLOTS = 2
 #: Worker slots found by asking the workers, per (broker, queue): ``(slots, when)``; shared by dispatchers.
@@ -103,13 +116,13 @@ class CeleryDispatcher(Dispatcher):
     (default ``BARRIERFLOW_WORKER_SLOTS``, else asked from the workers once a minute). ``tasks_per_slot``:
     tasks planned per slot, so uneven batches still balance. ``min_task_deliveries``: a task carries at least
     this many deliveries when there are enough (bounds per-task overhead). ``batch_size``: when set, deliveries
-    per task instead of the slot-based plan. ``redispatch_after``: how long a task may go without a result and
-    without a running worker's claim before it is sent again: the longest a task should wait in the queue.
-    It does not bound handler time (a running task's claim keeps it from being re-sent). ``claim_ttl``: how
-    soon a dead worker's claim lapses. ``max_attempts``: sends of one task before the superstep fails with
-    ``WorkflowError`` (no worker on the queue, an undecodable payload); the instance stays at the last
-    barrier and ``run()`` retries it. ``None`` (default): keep trying while the lease holds. ``result_ttl``:
-    seconds the result records live at most (they are deleted once the superstep is collected).
+    per task instead of the slot-based plan. ``redispatch_after``: seconds between checks of the tasks without
+    a result (a dead worker's task is re-sent at a check; a queued one never is, and the caller is warned);
+    it bounds neither handler time nor queue time. ``claim_ttl``: how soon a dead worker's claim lapses.
+    ``max_attempts``: sends of one task whose workers keep dying before the superstep fails with
+    ``WorkflowError`` (``None``: no limit); the instance stays at the last barrier and ``run()`` retries it.
+    ``result_ttl``: seconds the result records live at most (they are deleted once the superstep is
+    collected). Lifecycle: ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
     """
 
     def __init__(
@@ -127,7 +140,7 @@ class CeleryDispatcher(Dispatcher):
         batch_size: int | None = None,
         redispatch_after: float = 30.0,
         claim_ttl: float = 10.0,
-        max_attempts: int | None = None,
+        max_attempts: int | None = 5,
         result_ttl: float = 3600.0,
     ) -> None:
         if app is None:
@@ -148,7 +161,7 @@ class CeleryDispatcher(Dispatcher):
         self._store = store
         self._client = redis  # with a store, its client of the running loop is asked for each superstep
         self._url = redis_url or conf.get("barrierflow_redis_url") or DEFAULT_REDIS_URL
-        self._owned: PerLoop[Redis] = PerLoop(lambda: Redis.from_url(self._url, socket_connect_timeout=5.0))
+        self._owned: PerLoop[Redis] = PerLoop(lambda: async_client(self._url, RedisOptions()), _close_client)
         self.slots = slots if slots is not None else conf.get("barrierflow_worker_slots")
         self.tasks_per_slot = max(1, tasks_per_slot)
         self.min_task_deliveries = max(1, min_task_deliveries)
@@ -169,9 +182,14 @@ class CeleryDispatcher(Dispatcher):
         return self._owned.get()  # one per event loop (broker/per_loop.py)
 
     async def aclose(self) -> None:
-        owned = self._owned.pop()
-        if owned is not None:
-            await owned.aclose()
+        """Close the connections this dispatcher opened in the running loop (a store's are the store's)."""
+        await self._owned.aclose()
+
+    async def __aenter__(self) -> CeleryDispatcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- planning ----------------------------------------------------------------------------------------
 
@@ -229,35 +247,24 @@ class CeleryDispatcher(Dispatcher):
         reader = ResultReader(self._redis())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
-        groups = await self.plan(work.batches)
-        payloads = self._payloads(work, groups)
-        attempts = [1] * len(payloads)
-        await self._send(payloads)
-        deadline = [time.monotonic() + self.redispatch_after] * len(payloads)
-        pending = set(range(len(payloads)))
+        step = _Sent(work, keys, self._payloads(work, await self.plan(work.batches)), emit)
+        await self._send([(payload, 1) for payload in step.payloads])
+        step.start(time.monotonic(), self.redispatch_after)
+        pending = set(range(len(step.payloads)))
         result = SuperstepResult()
         try:
             while pending:
                 now = time.monotonic()
-                due = min(deadline[t] for t in pending)
+                due = min(step.check_at[t] for t in pending)
                 if due <= now:
-                    overdue = sorted(t for t in pending if deadline[t] <= now)
-                    blobs = await reader.fetch(keys, overdue)  # a wake-up lost with a connection?
-                    missing = [t for t, blob in zip(overdue, blobs, strict=True) if blob is None]
-                    running = await reader.claimed(keys, missing)
-                    lost = [t for t, claimed in zip(missing, running, strict=True) if not claimed]
-                    if lost:  # neither a result nor a live claim: never started, or its worker died
-                        await self._redispatch(reader, keys, work, payloads, lost, attempts)
-                    for task in missing:
-                        deadline[task] = now + self.redispatch_after
-                    finished = [t for t in overdue if t not in missing]
-                    ready = [b for b in blobs if b is not None]
+                    overdue = sorted(t for t in pending if step.check_at[t] <= now)
+                    finished, ready = await self._check(reader, step, overdue, now)
                 else:
                     finished = [t for t in await reader.wait(keys, due - now) if t in pending]
                     ready = await reader.fetch(keys, finished)
                 for task, blob in zip(finished, ready, strict=True):
-                    if blob is None:  # deleted under us (cannot happen while we hold the lease); re-send
-                        deadline[task] = 0.0
+                    if blob is None:  # deleted under us (cannot happen while we hold the lease): check it
+                        step.check_at[task] = 0.0
                         continue
                     pending.discard(task)
                     if self._collect(decode_result(blob), result, emit):
@@ -266,7 +273,96 @@ class CeleryDispatcher(Dispatcher):
         finally:
             current = asyncio.current_task()
             if current is None or not current.cancelling():  # cancelled: the records expire by their TTL
-                await reader.discard(keys, range(len(payloads)))
+                await self._discard(reader, step)
+
+    async def _check(
+        self, reader: ResultReader, step: _Sent, overdue: list[int], now: float
+    ) -> tuple[list[int], list[bytes]]:
+        """Look at tasks without a result at their check time; re-send what a dead worker left. Returns the
+        tasks found finished (a wake-up lost with a connection) and their records."""
+        work = step.work
+        holds, progress = await reader.progress(step.keys, overdue, work.lease_token, work.epoch)
+        if not holds:  # expired, or taken: whatever the workers write now is refused
+            raise ReservationLostError(
+                f"the lease on {work.instance_id!r} (epoch {work.epoch}) ended while superstep "
+                f"{work.superstep} was running on the workers; nothing of it was committed"
+            )
+        finished, ready, died, queued = [], [], [], []
+        for task, seen in zip(overdue, progress, strict=True):
+            if seen.result is not None:
+                finished.append(task)
+                ready.append(seen.result)
+            elif seen.running or seen.started < step.sends[task]:  # running, or its latest copy is queued
+                step.check_at[task] = now + self.redispatch_after
+                if not seen.running:
+                    queued.append(task)
+            else:  # picked up, claim lapsed, no result: its worker died
+                died.append(task)
+        if died:
+            await self._resend(step, died, now)
+        if queued:
+            self._warn_queued(step, queued, now)
+        return finished, ready
+
+    async def _resend(self, step: _Sent, died: list[int], now: float) -> None:
+        work = step.work
+        if self.max_attempts is not None and any(step.sends[t] >= self.max_attempts for t in died):
+            raise WorkflowError(
+                f"task(s) {died} of superstep {work.superstep} of {work.instance_id!r} were sent "
+                f"{self.max_attempts} times and every worker that took them died before writing a result "
+                "(claim lapsed): a handler may be killing its worker process (out of memory, a crash in native "
+                "code); the instance stays at its last barrier"
+            )
+        for task in died:
+            step.sends[task] += 1
+            backoff = self.redispatch_after * 2 ** (step.sends[task] - 1)
+            step.check_at[task] = now + min(backoff, max(MAX_CHECK_INTERVAL, self.redispatch_after))
+        logger.warning(
+            "superstep %d of %r: the workers running task(s) %s died (claim lapsed, no result); sending "
+            "them again (sends: %s)",
+            work.superstep,
+            work.instance_id,
+            died,
+            [step.sends[t] for t in died],
+        )
+        await self._send([(step.payloads[t], step.sends[t]) for t in died])
+
+    def _warn_queued(self, step: _Sent, queued: list[int], now: float) -> None:
+        """Tell the caller that tasks wait in the queue, after 1, 2, 4... check intervals (never re-sent)."""
+        waited = now - step.sent_at
+        if waited < step.warn_after:
+            return
+        step.warn_after = 2 * waited
+        work = step.work
+        message = (
+            f"no worker has taken task(s) {queued} of superstep {work.superstep} of {work.instance_id!r} from "
+            f"queue {self.queue!r} in {waited:.1f} s: start workers consuming it (barrierflow worker --import "
+            "MODULE); the tasks stay queued, the run goes on waiting while it holds its lease"
+        )
+        logger.warning(message)
+        step.emit(
+            WorkflowEvent(
+                EventType.WARNING,
+                message,
+                superstep=work.superstep,
+                details={"queue": self.queue, "tasks": queued, "waited": round(waited, 1)},
+            )
+        )
+
+    async def _discard(self, reader: ResultReader, step: _Sent) -> None:
+        """Delete the superstep's records and mark it collected; a failure is logged, never raised over the
+        run's outcome (the records expire by their TTL)."""
+        try:
+            await reader.discard(step.keys, range(len(step.payloads)), step.work.lease_token, self.result_ttl)
+        except Exception as exc:
+            logger.warning(
+                "could not delete the records of superstep %d of %r (they expire in %g s): %s: %s",
+                step.work.superstep,
+                step.work.instance_id,
+                self.result_ttl,
+                type(exc).__name__,
+                exc,
+            )
 
     def _collect(self, task: TaskResult, result: SuperstepResult, emit: EventSink) -> bool:
         """Take one task's result; ``True`` when it stops the superstep (a handler failed)."""
@@ -307,52 +403,22 @@ class CeleryDispatcher(Dispatcher):
             payloads.append(encode_task(envelope))
         return payloads
 
-    async def _send(self, payloads: list[bytes]) -> None:
-        await asyncio.to_thread(self._publish, payloads)
+    async def _send(self, copies: list[tuple[bytes, int]]) -> None:
+        """Publish ``(payload, send number)`` copies (the number tells "picked up" from "queued")."""
+        await asyncio.to_thread(self._publish, copies)
 
-    def _publish(self, payloads: list[bytes]) -> None:
+    def _publish(self, copies: list[tuple[bytes, int]]) -> None:
         app = self.app
         with app.producer_or_acquire() as producer:
-            for payload in payloads:
+            for payload, send in copies:
                 app.send_task(
                     TASK_NAME,
-                    args=(payload,),
+                    args=(payload, send),
                     queue=self.queue,
                     serializer="msgpack",
                     ignore_result=True,
                     producer=producer,
                 )
-
-    async def _redispatch(
-        self,
-        reader: ResultReader,
-        keys: ResultKeys,
-        work: SuperstepWork,
-        payloads: list[bytes],
-        missing: list[int],
-        attempts: list[int],
-    ) -> None:
-        if not await reader.lease_holds(keys, work.lease_token, work.epoch):
-            raise ReservationLostError(
-                f"the lease on {work.instance_id!r} (epoch {work.epoch}) ended while superstep "
-                f"{work.superstep} was running on the workers; nothing of it was committed"
-            )
-        if self.max_attempts is not None and any(attempts[t] >= self.max_attempts for t in missing):
-            raise WorkflowError(
-                f"no result for task(s) {missing} of superstep {work.superstep} of {work.instance_id!r} after "
-                f"{self.max_attempts} sends, {self.redispatch_after:g} s apart: are workers consuming queue "
-                f"{self.queue!r} and writing to the same Redis as the store (BARRIERFLOW_REDIS_URL)?"
-            )
-        for task in missing:
-            attempts[task] += 1
-        logger.warning(
-            "superstep %d of %r: no result for task(s) %s after %g s; sending them again",
-            work.superstep,
-            work.instance_id,
-            missing,
-            self.redispatch_after,
-        )
-        await self._send([payloads[t] for t in missing])
 
     async def _check_lease_visible(self, reader: ResultReader, keys: ResultKeys, work: SuperstepWork) -> None:
         """Once per run: do the workers' records land next to this run's lease? Otherwise they are fenced."""
@@ -379,3 +445,26 @@ class CeleryDispatcher(Dispatcher):
             kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
             return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         return self._url
+
+
+async def _close_client(client: Redis) -> None:
+    await client.aclose()
+
+
+@dataclass(slots=True)
+class _Sent:
+    """One superstep on the workers: its payloads, sends per task, when to check each, when to warn."""
+
+    work: SuperstepWork
+    keys: ResultKeys
+    payloads: list[bytes]
+    emit: EventSink
+    sends: list[int] = field(default_factory=list)
+    check_at: list[float] = field(default_factory=list)
+    sent_at: float = 0.0
+    warn_after: float = 0.0
+
+    def start(self, now: float, interval: float) -> None:
+        self.sends = [1] * len(self.payloads)
+        self.check_at = [now + interval] * len(self.payloads)
+        self.sent_at, self.warn_after = now, interval

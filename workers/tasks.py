@@ -4,16 +4,17 @@ A task is at-least-once: Celery redelivers it when its worker process dies (``ta
 and the coordinator re-sends it when its result misses a deadline. That is safe because a task has no effect
 outside its result record. Timeline of the case this protects against:
 
-    t=0   the coordinator sends task 2 (executor "count") of superstep 5; worker W1 claims and starts it
+    t=0   the coordinator sends task 2 (executor "count") of superstep 5; worker W1 claims it (started = 1)
     t=0.4 W1 is SIGKILLed halfway through its deliveries; nothing of them exists anywhere but W1's memory
     t=10  W1's claim, no longer refreshed, lapses
-    t=30  the deadline: no result, no claim, so the coordinator re-sends task 2; W2 runs it from the same
-          committed state (carried in the payload) and writes its record
+    t=30  the check: send 1 was picked up, no claim, no result, so the coordinator sends copy 2; W2 runs it
+          from the same committed state (carried in the payload) and writes its record
     t=31  had W1 been cut off from Redis rather than killed, its late write would find W2's record and change
           nothing (and once the run's lease is gone, it would be refused by the fence)
 
 The handlers' effects (state writes, messages, outputs) commit once, at the coordinator's barrier, from the one
-record that won. A copy that finds the record already written, or its run's lease gone, skips its handlers.
+record that won. A copy that finds the record already written, another copy running, its superstep collected,
+or its run's lease gone, skips its handlers (``claim.lua``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 
 import redis
 
-from barrierflow.broker.results import PutStatus, ResultKeys, ResultWriter
+from barrierflow.broker.connection import sync_client
+from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, ResultWriter
 from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
 from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
 from barrierflow.engine.graph import Graph
@@ -72,15 +74,24 @@ class WorkerProcess:
             graph = self.graphs[name] = workflow_factory(name)().build_graph()
         return graph
 
-    def handle(self, payload: bytes) -> str:
+    def handle(self, payload: bytes, send: int = 1) -> str:
+        """Run copy ``send`` of a task (1 = first send, 2 = the first re-send...); what became of it."""
         envelope = decode_envelope(payload)
         keys = ResultKeys(
             envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
         )
         writer, task = self.writer, envelope.task
-        if not writer.should_run(keys, task, envelope.token, envelope.epoch):
-            return "skipped"
-        claim = writer.claim(keys, task, self.name, envelope.claim_ttl)  # released once the result is there
+        claim = writer.claim(
+            keys,
+            task,
+            envelope.token,
+            envelope.epoch,
+            send=send,
+            ttl=envelope.claim_ttl,
+            started_ttl=envelope.result_ttl,
+        )
+        if isinstance(claim, ClaimStatus):  # the lease ended, done, collected, or running elsewhere
+            return f"skipped: {claim.name.lower()}"
         try:
             result = self.run(envelope)
             try:
@@ -153,13 +164,14 @@ _process: WorkerProcess | None = None
 def worker_process() -> WorkerProcess:
     global _process
     if _process is None or _process.pid != os.getpid():
-        _process = WorkerProcess(
-            redis.Redis.from_url(app.conf.barrierflow_redis_url, socket_connect_timeout=5.0)
-        )
+        _process = WorkerProcess(sync_client(app.conf.barrierflow_redis_url))
     return _process
 
 
 @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def run_batches(payload: bytes) -> str:
-    """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result."""
-    return worker_process().handle(payload)
+def run_batches(payload: bytes, send: int = 1) -> str:
+    """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result.
+
+    ``send`` numbers the coordinator's copies of the task (``broker/results.py``: "picked up" vs "queued").
+    """
+    return worker_process().handle(payload, send)

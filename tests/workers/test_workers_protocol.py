@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis
 
-from barrierflow.broker.results import PutStatus, ResultKeys, ResultReader, ResultWriter
+from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, ResultReader, ResultWriter
 from barrierflow.engine.dispatch import ExecutorBatch
 from barrierflow.engine.messages import Delivery
 from barrierflow.engine.store import new_token, owner_info
@@ -63,6 +65,10 @@ async def lease(redis_store):
     await redis_store.release(held)
 
 
+def claim(writer: ResultWriter, keys: ResultKeys, lease, task: int, send: int = 1, ttl: float = 30.0):
+    return writer.claim(keys, task, lease.token, lease.epoch, send=send, ttl=ttl, started_ttl=60)
+
+
 async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once(
     redis_url: str, redis_store, lease
 ) -> None:
@@ -70,9 +76,11 @@ async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once
     reader = ResultReader(redis_store.client)
     keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 3)
 
-    assert writer.should_run(keys, 0, lease.token, lease.epoch)
+    running = claim(writer, keys, lease, 0)
     assert writer.put(keys, 0, lease.token, lease.epoch, b"first", 60) is PutStatus.WRITTEN
-    assert not writer.should_run(keys, 0, lease.token, lease.epoch)  # a duplicate copy skips its handlers
+    assert 0 < await redis_store.client.pttl(keys.notify) <= 60_000  # the notify list always expires
+    running.release()
+    assert claim(writer, keys, lease, 0) is ClaimStatus.DONE  # a duplicate copy skips its handlers
     assert writer.put(keys, 0, lease.token, lease.epoch, b"second", 60) is PutStatus.DUPLICATE
     assert writer.put(keys, 1, "not-the-token", lease.epoch, b"x", 60) is PutStatus.FENCED
     assert writer.put(keys, 1, lease.token, lease.epoch + 1, b"x", 60) is PutStatus.FENCED
@@ -83,10 +91,54 @@ async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once
     assert 0 < await redis_store.client.pttl(keys.result(0)) <= 60_000
     assert await reader.lease_holds(keys, lease.token, lease.epoch)
 
-    await reader.discard(keys, [0, 1])
+    await reader.discard(keys, [0, 1], lease.token, 60)
     assert await redis_store.client.exists(keys.result(0), keys.notify) == 0
 
     await redis_store.release(lease)  # the run ends: a late task writes nothing
-    assert not writer.should_run(keys, 2, lease.token, lease.epoch)
+    assert claim(writer, keys, lease, 2) is ClaimStatus.FENCED
     assert writer.put(keys, 2, lease.token, lease.epoch, b"late", 60) is PutStatus.FENCED
     assert not await reader.lease_holds(keys, lease.token, lease.epoch)
+
+
+async def test_a_late_copy_after_discard_recreates_no_key(redis_url: str, redis_store, lease) -> None:
+    """The run goes on under the same lease; a copy of a collected superstep must leave nothing behind."""
+    writer = ResultWriter(redis.Redis.from_url(redis_url))
+    reader = ResultReader(redis_store.client)
+    keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 3)
+    assert writer.put(keys, 0, lease.token, lease.epoch, b"done", 60) is PutStatus.WRITTEN
+    await reader.discard(keys, [0, 1], lease.token, 60)
+    before = sorted(await redis_store.client.keys(f"{redis_store.prefix}:*"))
+
+    assert claim(writer, keys, lease, 1) is ClaimStatus.COLLECTED  # a copy picked up late: does not run
+    assert writer.put(keys, 1, lease.token, lease.epoch, b"late", 60) is PutStatus.COLLECTED  # or ran already
+    assert writer.put(keys, 0, lease.token, lease.epoch, b"late", 60) is PutStatus.COLLECTED
+    assert sorted(await redis_store.client.keys(f"{redis_store.prefix}:*")) == before
+    # the next superstep of the same run is not fenced by the marker
+    later = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 4)
+    assert writer.put(later, 0, lease.token, lease.epoch, b"next", 60) is PutStatus.WRITTEN
+
+
+async def test_one_copy_runs_at_a_time_and_never_touches_another_copys_claim(
+    redis_url: str, redis_store, lease
+) -> None:
+    writer = ResultWriter(redis.Redis.from_url(redis_url))
+    reader = ResultReader(redis_store.client)
+    keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 5)
+    first = claim(writer, keys, lease, 0, send=1, ttl=0.3)
+    assert not isinstance(first, ClaimStatus)
+    holder = await redis_store.client.get(keys.claim(0))
+    assert claim(writer, keys, lease, 0, send=2) is ClaimStatus.BUSY  # a duplicate: does not run ...
+    assert await redis_store.client.get(keys.claim(0)) == holder  # ... nor overwrite the claim
+    holds, [seen] = await reader.progress(keys, [0], lease.token, lease.epoch)
+    assert holds and seen.running and seen.started == 2  # the duplicate left the queue: counted as taken
+
+    first._stop.set()  # the first copy's worker stalls: its claim lapses, another copy takes over
+    first._thread.join()
+    await asyncio.sleep(0.5)
+    second = claim(writer, keys, lease, 0, send=2)
+    assert not isinstance(second, ClaimStatus)
+    taken = await redis_store.client.get(keys.claim(0))
+    first.release()  # the stalled copy wakes up and releases: compare-and-delete leaves the new claim
+    assert await redis_store.client.get(keys.claim(0)) == taken
+    second.release()
+    assert await redis_store.client.get(keys.claim(0)) is None
