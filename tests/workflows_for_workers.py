@@ -8,6 +8,7 @@ instrumentation, not workflow effects; the workflow's effects are its outputs an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from functools import cache
@@ -333,3 +334,17 @@ WORKFLOWS: dict[str, Any] = {
     "bfw_effects": bfw_effects,
     "bfw_long": bfw_long,
 }
+
+
+# -- a handler that takes as long as asked, without holding the event loop ----------------------------------
+
+
+@executor(id="sleeper")
+async def sleeper(seconds: float, ctx: WorkflowContext) -> None:
+    await asyncio.sleep(seconds)
+    await ctx.yield_output(f"slept {seconds:g} s")
+
+
+@register_workflow
+def bfw_sleepy() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_sleepy", start_executor=sleeper)

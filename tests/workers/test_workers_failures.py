@@ -84,24 +84,6 @@ async def test_a_handler_exception_on_a_worker_reaches_the_caller_with_its_remot
     assert final.executor_states == {"steady": 1, "fragile": 1}  # the failed attempt left no count behind
 
 
-async def test_a_task_nobody_answers_fails_the_superstep_after_max_attempts(
-    celery_workers, redis_store
-) -> None:
-    instance_id = f"{redis_store.prefix}-unheard"
-    deaf_queue = f"{celery_workers.queue}-nobody"  # no worker consumes it
-    dispatcher = dispatcher_for(
-        redis_store, celery_workers, queue=deaf_queue, redispatch_after=0.2, max_attempts=2
-    )
-    wf = flows.bfw_versioned().build(instance_id=instance_id, store=redis_store, dispatcher=dispatcher)
-    with pytest.raises(
-        WorkflowError,
-        match=re.escape(f"after 2 sends, 0.2 s apart: are workers consuming queue {deaf_queue!r}"),
-    ):
-        await wf.run("hi")
-    [checkpoint] = await redis_store.list_checkpoints(instance_id)
-    assert checkpoint.superstep == 0 and len(checkpoint.messages) == 1  # left at the last barrier
-
-
 async def test_a_lease_lost_while_waiting_on_the_workers_stops_the_superstep(
     celery_workers, redis_store
 ) -> None:
