@@ -79,14 +79,16 @@ def memory_store() -> Store:
     return MemoryStore()
 
 
-async def redis_store(target: RedisTarget, prefix: str) -> Store:
+async def redis_store(target: RedisTarget, prefix: str, checkpoint_ttl: float | None = None) -> Store:
     """A ``RedisStore`` that has answered a ``PING`` (``CliError`` with exit code 3 otherwise)."""
     try:
         from barrierflow.broker import RedisStore
     except ImportError as exc:
         raise CliError(f"the Redis store is not available: {reason(exc)}", EXIT_UNREACHABLE) from exc
     try:
-        store = RedisStore.from_url(target.url, prefix=prefix, socket_connect_timeout=3.0)
+        store = RedisStore.from_url(
+            target.url, prefix=prefix, checkpoint_ttl=checkpoint_ttl, socket_connect_timeout=3.0
+        )
     except ValueError as exc:
         raise CliError(
             f"invalid Redis URL {redact(target.url)!r} (from {target.source}): {reason(exc)}", EXIT_BAD_INPUT

@@ -1,6 +1,7 @@
 """``barrierflow``: run workflows embedded or on Redis + Celery, and inspect or steer their instances.
 
-Commands: ``run``, ``checkpoints list|show|delete``, ``restore``, ``reset``, ``status``, ``graph``, ``worker``.
+Commands: ``run``, ``checkpoints list|show|delete``, ``restore``, ``reset``, ``delete``, ``status``, ``graph``,
+``worker``.
 Each one runs inside ``errors.reported()``: a clear message and an exit code instead of a traceback (unless
 ``--debug``). The commands are thin: loading targets is ``loading``, stores and Celery are ``backends``, and
 displaying a run is ``render``.
@@ -59,6 +60,8 @@ TARGET_HELP = (
     "The workflow, as MODULE:FACTORY, where FACTORY is a function returning a WorkflowBuilder (usually @register_workflow) or a "
     "WorkflowBuilder object. MODULE alone works when it defines one workflow."
 )
+#: Checkpoint TTL of an instance ``run --redis`` names itself (a uuid nobody else knows): a week, not forever.
+NEW_INSTANCE_TTL = 7 * 86400.0
 EMBEDDED_HINT = (
     "This run was embedded: its state lived in memory and is gone now that the process ends, so these requests "
     "cannot be answered later. To answer them from another command, run with --redis URL (and --instance ID)."
@@ -192,6 +195,17 @@ def run(
             "default: when stdin and stdout are terminals).",
         ),
     ] = None,
+    checkpoint_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--checkpoint-ttl",
+            metavar="SECONDS",
+            min=0.001,
+            help="Let the instance's keys in Redis expire SECONDS after its latest checkpoint. Default: never "
+            "for --instance ID; a week for a new instance this command names itself "
+            "(`barrierflow delete INSTANCE` removes one at once).",
+        ),
+    ] = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
@@ -220,6 +234,7 @@ def run(
                 use_json=use_json,
                 ask=ask,
                 prefix=prefix,
+                checkpoint_ttl=checkpoint_ttl,
             )
         )
     _exit(code)
@@ -238,6 +253,7 @@ async def _run(
     use_json: bool,
     ask: bool,
     prefix: str,
+    checkpoint_ttl: float | None = None,
 ) -> int:
     builder = load_builder(target)  # an unknown module or factory is the first thing to report
     has_message = input_text is not None
@@ -266,8 +282,14 @@ async def _run(
             "--respond and continuing a run need --instance ID (the run that is waiting printed it)"
         )
     instance_id = instance or uuid.uuid4().hex
+    if instance is None and checkpoint_ttl is None:
+        checkpoint_ttl = NEW_INSTANCE_TTL
     location = RedisTarget.resolve(redis)
-    store = await backends.redis_store(location, prefix) if distributed else backends.memory_store()
+    store = (
+        await backends.redis_store(location, prefix, checkpoint_ttl)
+        if distributed
+        else backends.memory_store()
+    )
     dispatcher = None
     renderer: JsonRenderer | LiveRenderer | None = None
     try:
@@ -598,6 +620,21 @@ def reset(
         builder = load_builder(target)
         new_id = asyncio.run(_on_workflow(builder, instance, location, prefix, reset_existing))
         print(f"reset instance {instance}: new empty checkpoint {new_id}")
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def delete(
+    instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
+    redis: RedisUrl = None,
+    prefix: Prefix = backends.DEFAULT_PREFIX,
+    debug: Debug = False,
+) -> None:
+    """Delete everything INSTANCE has in Redis: checkpoints, epoch, workers' records (refused while it runs)."""
+    _start(debug)
+    with reported():
+        location = RedisTarget.resolve(redis)
+        count = asyncio.run(_in_store(location, prefix, lambda store: store.delete_instance(instance)))
+        print(f"deleted instance {instance}: {count} key(s)")
 
 
 @app.command(epilog=EXIT_CODES_HELP)

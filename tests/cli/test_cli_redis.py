@@ -325,6 +325,47 @@ def test_reset_refuses_an_unknown_instance_unless_told_to_create(cli: CliRunner,
     assert status["latest_checkpoint"]["metadata"] == {"reset": True}
 
 
+def test_checkpoint_ttl_and_delete_leave_no_instance_forever(
+    cli: CliRunner, opts: list[str], redis_url: str, real_redis_prefix: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+
+    def keys_of(instance: str) -> list[bytes]:
+        return list(client.scan_iter(match=f"{real_redis_prefix}:{{{instance}}}:*"))
+
+    records = run_json(cli, "run", TEXT, "--input", '"hi"', *opts)  # a new instance the command names
+    generated = records[0]["data"]["instance_id"] if records[0]["type"] == "started" else None
+    generated = generated or next(r["instance_id"] for r in records if r.get("instance_id"))
+    assert keys_of(generated)
+    assert all(0 < client.pttl(k) <= 7 * 86400 * 1000 for k in keys_of(generated))  # a week by default
+
+    run_json(cli, "run", TEXT, "--input", '"hi"', "--instance", "ttl1", "--checkpoint-ttl", "60", *opts)
+    assert all(0 < client.pttl(k) <= 300_000 for k in keys_of("ttl1"))  # epoch: 10 leases of 30 s
+    assert max(client.pttl(k) for k in keys_of("ttl1") if not k.endswith(b":epoch")) <= 60_000
+
+    deleted = cli.invoke(app, ["delete", "ttl1", *opts])
+    assert deleted.exit_code == 0, deleted.output
+    assert "deleted instance ttl1:" in deleted.stdout
+    assert keys_of("ttl1") == []
+
+    held = asyncio.run(hold(redis_url, real_redis_prefix, "busy1"))
+    refused = cli.invoke(app, ["delete", "busy1", *opts])
+    assert refused.exit_code == 4 and "reserved by run 'holder'" in refused.stderr
+    assert sorted(keys_of("busy1")) == sorted(held)
+    client.close()
+
+
+async def hold(redis_url: str, prefix: str, instance: str) -> list[bytes]:
+    from barrierflow.broker import RedisStore
+    from barrierflow.engine.store import new_token, owner_info
+
+    async with RedisStore.from_url(redis_url, prefix=prefix) as store:
+        await store.reserve(instance, new_token(), owner_info("holder"))
+        return [k async for k in store.client.scan_iter(match=store.keys.pattern(instance))]
+
+
 def test_the_console_script_is_installed() -> None:
     argv = barrierflow_argv()
     assert argv[0].endswith("barrierflow"), "pip install -e '.[test]' installs the barrierflow script"

@@ -23,9 +23,11 @@ async def test_a_collected_superstep_leaves_only_its_marker(celery_workers, redi
     )
     result = await wf.run({"width": 3, "delay": 0})
     assert result.status is RunState.IDLE and len(result.outputs) == 12
-    keys = [k.decode() async for k in redis_store.client.scan_iter(match=redis_store.keys.pattern(instance_id))]
+    keys = [
+        k.decode() async for k in redis_store.client.scan_iter(match=redis_store.keys.pattern(instance_id))
+    ]
     assert [k for k in keys if ":bfw:" in k] == [f"{redis_store.prefix}:{{{instance_id}}}:bfw:collected"]
-    assert 0 < await redis_store.client.pttl(redis_store.keys.user_key(instance_id, "bfw:collected"))
+    assert await redis_store.client.pttl(redis_store.keys.user_key(instance_id, "bfw:collected")) > 0
 
 
 async def broken_discard(*args, **kwargs) -> None:
