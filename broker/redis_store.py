@@ -331,7 +331,17 @@ class RedisStore(Store):
         )
 
     async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
-        return (await self.read_records([checkpoint_id]))[0]
+        """Head and keyframe in one ``EVALSHA`` (no pipeline: a pipeline asks ``SCRIPT EXISTS`` first)."""
+        instance_id = await self._locate(checkpoint_id)
+        if instance_id is None:
+            return None
+        keys = self.keys
+        with _redis_errors(f"read of checkpoint {checkpoint_id!r}", instance_id):
+            reply = await self._scripts.read_record(
+                keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
+                args=[checkpoint_id, keys.base(instance_id)],
+            )
+        return _as_record(reply)
 
     async def read_records(self, checkpoint_ids: list[str]) -> list[tuple[bytes, bytes | None] | None]:
         """Heads and keyframes of several checkpoints in one pipeline (one round trip, however many)."""
