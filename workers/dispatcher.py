@@ -39,9 +39,11 @@ Connection to Redis — the records live in the store's Redis, next to the insta
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,7 +88,8 @@ MAX_CHECK_INTERVAL = 600.0
 FALLBACK_SLOTS = 2
 #: Worker slots found by asking the workers, per (broker, queue): ``(slots, when)``; shared by dispatchers.
 _discovered: dict[tuple[str, str], tuple[int, float]] = {}
-_refreshing: dict[tuple[str, str], asyncio.Task[None]] = {}
+_refreshing: dict[tuple[str, str], threading.Thread] = {}
+_discovery_lock = threading.Lock()
 
 
 def plan_tasks(batches: list[ExecutorBatch], k: int) -> list[list[ExecutorBatch]]:
@@ -113,7 +116,8 @@ class CeleryDispatcher(Dispatcher):
 
     ``app``: the Celery app (default ``barrierflow.workers.app.app``). ``queue``: where tasks go (default the app's
     ``task_default_queue``, i.e. ``BARRIERFLOW_QUEUE``). ``slots``: worker processes consuming the queue
-    (default ``BARRIERFLOW_WORKER_SLOTS``, else asked from the workers once a minute). ``tasks_per_slot``:
+    (default ``BARRIERFLOW_WORKER_SLOTS``, else asked from the workers once a minute, in the background).
+    ``tasks_per_slot``:
     tasks planned per slot, so uneven batches still balance. ``min_task_deliveries``: a task carries at least
     this many deliveries when there are enough (bounds per-task overhead). ``batch_size``: when set, deliveries
     per task instead of the slot-based plan. ``redispatch_after``: seconds between checks of the tasks without
@@ -194,36 +198,54 @@ class CeleryDispatcher(Dispatcher):
     # -- planning ----------------------------------------------------------------------------------------
 
     async def worker_slots(self) -> int:
-        """Slots to plan for: as configured, or the workers' pool sizes on this queue (asked once a minute)."""
+        """Slots to plan for: as configured, or the workers' pool sizes on this queue (waits for the first answer)."""
         if self.slots:
             return int(self.slots)
-        key = (str(self.app.conf.broker_url), self.queue)
-        known = _discovered.get(key)
-        if known is None:  # the first superstep of this process waits for the answer (<= 0.5 s)
-            await self._discover(key)
-            return _discovered[key][0]
-        refreshing = _refreshing.get(key)
-        if time.monotonic() - known[1] > 60.0 and (refreshing is None or refreshing.done()):
-            _refreshing[key] = asyncio.get_running_loop().create_task(self._discover(key))  # never waited on
-        return known[0]
+        if _discovered.get(self._discovery_key()) is None:
+            await asyncio.to_thread(self._discover)
+        return self.slots_now()
 
-    async def _discover(self, key: tuple[str, str]) -> None:
+    def slots_now(self) -> int:
+        """Slots to plan for without waiting: as configured, else the last answer of the workers (asked in a
+        background thread when missing or older than a minute), else ``FALLBACK_SLOTS``.
+
+        Planning never waits for the answer: a broadcast collects replies until its timeout (it cannot know
+        how many workers there are), which cost every first superstep of a process half a second; a plan
+        made with the fallback only balances that superstep's tasks less well.
+        """
+        if self.slots:
+            return int(self.slots)
+        key = self._discovery_key()
+        known = _discovered.get(key)
+        if known is None or time.monotonic() - known[1] > 60.0:
+            with _discovery_lock:
+                running = _refreshing.get(key)
+                if running is None or not running.is_alive():
+                    _refreshing[key] = thread = threading.Thread(
+                        target=self._discover, daemon=True, name="bfw-slots"
+                    )
+                    thread.start()
+        return known[0] if known else FALLBACK_SLOTS
+
+    def _discovery_key(self) -> tuple[str, str]:
+        return (str(self.app.conf.broker_url), self.queue)
+
+    def _discover(self) -> None:
+        key = self._discovery_key()
         try:
-            found = await self._ask_workers()
+            found = self._ask_workers()
         except Exception as exc:  # the broker is unreachable: sending will say so; plan with what we know
             logger.warning("could not ask the workers of queue %r for their slots: %s", self.queue, exc)
             found = None
-        finally:
-            _refreshing.pop(key, None)
         known = _discovered.get(key)
         _discovered[key] = (found or (known[0] if known else FALLBACK_SLOTS), time.monotonic())
 
-    async def _ask_workers(self) -> int | None:
+    def _ask_workers(self) -> int | None:
         """Sum of the pool sizes of the workers consuming our queue (two broadcasts, asked together)."""
         inspect = self.app.control.inspect(timeout=0.5)
-        queues, stats = await asyncio.gather(
-            asyncio.to_thread(inspect.active_queues), asyncio.to_thread(inspect.stats)
-        )
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            queues_asked, stats_asked = pool.submit(inspect.active_queues), pool.submit(inspect.stats)
+            queues, stats = queues_asked.result(), stats_asked.result()
         consuming = [w for w, qs in (queues or {}).items() if any(q.get("name") == self.queue for q in qs)]
         stats = stats or {}
         return sum(int(stats.get(w, {}).get("pool", {}).get("max-concurrency", 1)) for w in consuming) or None
@@ -235,7 +257,7 @@ class CeleryDispatcher(Dispatcher):
         elif len(batches) == 1:
             k = 1
         else:
-            k = (await self.worker_slots()) * self.tasks_per_slot
+            k = self.slots_now() * self.tasks_per_slot
             k = min(k, math.ceil(deliveries / self.min_task_deliveries))
         return plan_tasks(batches, k)
 
