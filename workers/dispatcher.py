@@ -39,7 +39,6 @@ Connection to Redis — the records live in the store's Redis, next to the insta
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import heapq
 import logging
 import math
@@ -47,7 +46,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 
@@ -243,9 +242,18 @@ class CeleryDispatcher(Dispatcher):
     def _ask_workers(self) -> int | None:
         """Sum of the pool sizes of the workers consuming our queue (two broadcasts, asked together)."""
         inspect = self.app.control.inspect(timeout=0.5)
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            queues_asked, stats_asked = pool.submit(inspect.active_queues), pool.submit(inspect.stats)
-            queues, stats = queues_asked.result(), stats_asked.result()
+        answers: dict[str, Any] = {}
+        asking = [  # daemon threads: a process that is done never waits for them at exit
+            threading.Thread(
+                target=lambda name=name: answers.update({name: getattr(inspect, name)()}), daemon=True
+            )
+            for name in ("active_queues", "stats")
+        ]
+        for thread in asking:
+            thread.start()
+        for thread in asking:
+            thread.join()
+        queues, stats = answers.get("active_queues"), answers.get("stats")
         consuming = [w for w, qs in (queues or {}).items() if any(q.get("name") == self.queue for q in qs)]
         stats = stats or {}
         return sum(int(stats.get(w, {}).get("pool", {}).get("max-concurrency", 1)) for w in consuming) or None
