@@ -335,29 +335,29 @@ class RedisStore(Store):
         instance_id = await self._locate(checkpoint_id)
         if instance_id is None:
             return None
-        keys = self.keys
         with _redis_errors(f"read of checkpoint {checkpoint_id!r}", instance_id):
-            reply = await self._scripts.read_record(
-                keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
-                args=[checkpoint_id, keys.base(instance_id)],
-            )
-        return _as_record(reply)
+            return _as_record(await self._read(checkpoint_id, instance_id))
+
+    def _read(self, checkpoint_id: str, instance_id: str, client: Any = None) -> Any:
+        """``read_record.lua`` of one checkpoint, on ``client`` (a pipeline) or the store's client."""
+        keys = self.keys
+        return self._scripts.read_record(
+            keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
+            args=[checkpoint_id, keys.base(instance_id)],
+            client=client,
+        )
 
     async def read_records(self, checkpoint_ids: list[str]) -> list[tuple[bytes, bytes | None] | None]:
         """Heads and keyframes of several checkpoints in one pipeline (one round trip, however many)."""
         located = [(checkpoint_id, await self._locate(checkpoint_id)) for checkpoint_id in checkpoint_ids]
         wanted = [(checkpoint_id, instance_id) for checkpoint_id, instance_id in located if instance_id]
-        keys, replies = self.keys, iter(())
+        replies = iter(())
         if wanted:
             instances = ", ".join(sorted({instance_id for _, instance_id in wanted}))
             with _redis_errors(f"read of {len(wanted)} checkpoint(s)", instances):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for checkpoint_id, instance_id in wanted:
-                        await self._scripts.read_record(
-                            keys=[keys.head(instance_id, checkpoint_id), keys.kfmap(instance_id)],
-                            args=[checkpoint_id, keys.base(instance_id)],
-                            client=pipe,
-                        )
+                        await self._read(checkpoint_id, instance_id, pipe)
                     replies = iter(await pipe.execute())
         return [_as_record(next(replies)) if instance_id else None for _, instance_id in located]
 

@@ -96,11 +96,16 @@ def claim(writer: ResultWriter, keys: ResultKeys, lease, task: int, send: int = 
     return writer.claim(keys, task, lease.token, lease.epoch, send=send, ttl=ttl, started_ttl=60)
 
 
+@pytest.fixture
+def sides(redis_url: str, redis_store) -> tuple[ResultWriter, ResultReader]:
+    """A worker's writer (sync client) and the coordinator's reader (the store's client)."""
+    return ResultWriter(redis.Redis.from_url(redis_url)), ResultReader(redis_store.client)
+
+
 async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once(
-    redis_url: str, redis_store, lease
+    sides, redis_store, lease
 ) -> None:
-    writer = ResultWriter(redis.Redis.from_url(redis_url))
-    reader = ResultReader(redis_store.client)
+    writer, reader = sides
     keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 3)
 
     running = claim(writer, keys, lease, 0)
@@ -127,10 +132,9 @@ async def test_results_are_fenced_first_write_wins_and_wake_the_coordinator_once
     assert not await reader.lease_holds(keys, lease.token, lease.epoch)
 
 
-async def test_a_late_copy_after_discard_recreates_no_key(redis_url: str, redis_store, lease) -> None:
+async def test_a_late_copy_after_discard_recreates_no_key(sides, redis_store, lease) -> None:
     """The run goes on under the same lease; a copy of a collected superstep must leave nothing behind."""
-    writer = ResultWriter(redis.Redis.from_url(redis_url))
-    reader = ResultReader(redis_store.client)
+    writer, reader = sides
     keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 3)
     assert writer.put(keys, 0, lease.token, lease.epoch, b"done", 60) is PutStatus.WRITTEN
     await reader.discard(keys, [0, 1], lease.token, 60)
@@ -146,10 +150,9 @@ async def test_a_late_copy_after_discard_recreates_no_key(redis_url: str, redis_
 
 
 async def test_one_copy_runs_at_a_time_and_never_touches_another_copys_claim(
-    redis_url: str, redis_store, lease
+    sides, redis_store, lease
 ) -> None:
-    writer = ResultWriter(redis.Redis.from_url(redis_url))
-    reader = ResultReader(redis_store.client)
+    writer, reader = sides
     keys = ResultKeys(redis_store.prefix, lease.instance_id, "r1", lease.epoch, 5)
     first = claim(writer, keys, lease, 0, send=1, ttl=0.3)
     assert not isinstance(first, ClaimStatus)
