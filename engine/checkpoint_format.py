@@ -106,6 +106,7 @@ class HeadFields:
     version: int = CHECKPOINT_VERSION
 
 
+@codec.gc_paused
 def encode_record(
     fields: HeadFields,
     *,
@@ -186,6 +187,7 @@ class DecodedCheckpoint:
     executor_delta: StateDelta
 
 
+@codec.gc_paused
 def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
     """Materialise a checkpoint from its head and keyframe bytes (``CheckpointDecodeError`` if malformed)."""
     fields = codec.decode(head)

@@ -672,3 +672,38 @@ def test_engine_records_round_trip() -> None:
     assert result == [delivery, {"r1": request}]
     assert result[0].request.response_type is Customer
     assert dataclasses.is_dataclass(result[0])
+
+
+def test_the_collector_is_paused_during_a_decode_and_always_restored() -> None:
+    """Pausing the cyclic GC during checkpoint (de)coding halves its cost; it must never stay paused."""
+    import gc
+
+    from barrierflow.engine.codec import gc_paused
+
+    seen = []
+
+    @gc_paused
+    def inner() -> None:
+        seen.append(gc.isenabled())
+
+    @gc_paused
+    def outer(fail: bool) -> None:
+        seen.append(gc.isenabled())
+        inner()
+        if fail:
+            raise ValueError("boom")
+
+    assert gc.isenabled()
+    outer(False)
+    with pytest.raises(ValueError):
+        outer(True)
+    assert seen == [False, False, False, False] and gc.isenabled()
+    with pytest.raises(CheckpointDecodeError):
+        codec.decode(b"\xc1")  # never valid msgpack
+    assert gc.isenabled()
+    gc.disable()  # an application that runs without the collector keeps it off
+    try:
+        outer(False)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
