@@ -8,7 +8,9 @@ and that drives a thousand runs at once (redis-py 8.2, ``redis/_defaults.py`` an
   here, together (``blocking_limit`` is the longest a blocking command may block on a client).
 * The asyncio ``ConnectionPool`` holds at most 100 connections and raises ``MaxConnectionsError`` on the
   101st concurrent command instead of waiting. ``BlockingConnectionPool`` makes the command wait up to
-  ``pool_timeout`` for a free connection; ``max_connections`` sizes it (per event loop).
+  ``pool_timeout`` for a free connection; ``max_connections`` sizes it (per event loop). Blocking waits
+  get a pool of their own (``max_blocking_connections``; ``RedisStore.blocking_client``), so waiting runs
+  never hold the connections that lease renewals need.
 * ``health_check_interval`` is 0: a connection idle behind a NAT or a failover may be half-open, and the
   first command on it would wait a whole socket timeout. With an interval, a connection idle that long is
   checked with a ``PING`` before use.
@@ -23,6 +25,7 @@ caller passes by name (any redis-py keyword) win over the defaults here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +50,7 @@ class RedisOptions:
     retries: int = 3
     max_connections: int = 100
     pool_timeout: float = 60.0
+    max_blocking_connections: int = 1000
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -60,6 +64,10 @@ class RedisOptions:
         rest = dict(options)
         mine = {name: rest.pop(name) for name in cls.__dataclass_fields__ if name in rest}
         return cls(**mine), rest
+
+    def for_waiting(self) -> RedisOptions:
+        """The options of the pool for blocking waits: ``max_blocking_connections`` connections."""
+        return dataclasses.replace(self, max_connections=self.max_blocking_connections)
 
     def connection_kwargs(self, given: dict[str, Any], *, asynchronous: bool) -> dict[str, Any]:
         """redis-py connection keywords: ours, then what the caller gave (the caller wins).

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -77,6 +77,14 @@ def _as_record(reply: list[bytes] | None) -> tuple[bytes, bytes | None] | None:
     return reply[0], reply[1] if len(reply) > 1 else None
 
 
+class _Clients(NamedTuple):
+    """One event loop's clients: commands (and their scripts), and blocking waits on a pool of their own."""
+
+    client: Redis
+    scripts: Scripts
+    waiting: Redis
+
+
 class RedisStore(Store):
     """``Store`` on Redis. Construct with an async client, or with ``from_url``.
 
@@ -115,8 +123,8 @@ class RedisStore(Store):
         self._epoch_ms = milliseconds(epoch_ttl(lock_ttl, checkpoint_ttl))
         # from_url stores make one client per event loop (see broker/per_loop.py); a client passed in is the
         # caller's, used as it is
-        self._bound: PerLoop[tuple[Redis, Scripts]] | None = None
-        self._fixed = (client, Scripts.register(client))
+        self._bound: PerLoop[_Clients] | None = None
+        self._fixed = _Clients(client, Scripts.register(client), client)
 
     @classmethod
     def from_url(
@@ -149,12 +157,14 @@ class RedisStore(Store):
         )
         store.url, store.options = url, options
 
-        def connect() -> tuple[Redis, Scripts]:
+        def connect() -> _Clients:
             client = async_client(url, options, **given)
-            return client, Scripts.register(client)
+            waiting = async_client(url, options.for_waiting(), **given)
+            return _Clients(client, Scripts.register(client), waiting)
 
-        async def close(bound: tuple[Redis, Scripts]) -> None:
-            await bound[0].aclose()
+        async def close(bound: _Clients) -> None:
+            await bound.client.aclose()
+            await bound.waiting.aclose()
 
         store._bound = PerLoop(connect, close)
         return store
@@ -162,8 +172,8 @@ class RedisStore(Store):
     url: str | None = None
     options: RedisOptions | None = None
 
-    def _current(self) -> tuple[Redis, Scripts]:
-        """The client (and its scripts) for the running event loop."""
+    def _current(self) -> _Clients:
+        """The clients (and scripts) for the running event loop."""
         if self._bound is None:
             return self._fixed
         try:
@@ -174,11 +184,22 @@ class RedisStore(Store):
     @property
     def client(self) -> Redis:
         """The redis.asyncio client for the running event loop."""
-        return self._current()[0]
+        return self._current().client
+
+    @property
+    def blocking_client(self) -> Redis:
+        """The client for blocking waits (``BRPOP``, ``XREAD BLOCK``) of the running loop: its own pool.
+
+        A blocking command holds its connection for the whole wait. On the command pool, a hundred waiting
+        runs would hold every connection, and lease renewals would queue behind them until the lease is
+        lost; on a pool of their own (``max_blocking_connections``), waits never delay a command. (A store
+        built on a client passed in uses that client for both.)
+        """
+        return self._current().waiting
 
     @property
     def _scripts(self) -> Scripts:
-        return self._current()[1]
+        return self._current().scripts
 
     @property
     def prefix(self) -> str:

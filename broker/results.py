@@ -218,11 +218,12 @@ class TaskProgress:
 
 
 class ResultReader:
-    """The coordinator's side, on an asyncio client."""
+    """The coordinator's side, on an asyncio client (``waiting``: the one for ``BRPOP``, default the same)."""
 
-    def __init__(self, client: AsyncRedis) -> None:
+    def __init__(self, client: AsyncRedis, waiting: AsyncRedis | None = None) -> None:
         self.client = client
-        self._block = blocking_limit(client)
+        self.waiting = client if waiting is None else waiting
+        self._block = blocking_limit(self.waiting)
 
     async def wait(self, keys: ResultKeys, timeout: float) -> list[int]:
         """Task numbers that finished: block up to ``timeout`` s for one, then take all already queued.
@@ -231,16 +232,15 @@ class ResultReader:
         longer block would time out on the client while the server is still legitimately waiting. The
         caller loops, so a long wait is several short ones.
         """
-        client = self.client
         if timeout > 0:
             # LPUSH + BRPOP: first finished, first taken. A float timeout needs Redis >= 6; 0 means "forever".
-            popped = await client.brpop([keys.notify], timeout=max(min(timeout, self._block), 0.001))
+            popped = await self.waiting.brpop([keys.notify], timeout=max(min(timeout, self._block), 0.001))
             if popped is None:
                 return []
             done = [int(popped[1])]
         else:
             done = []
-        rest = await client.rpop(keys.notify, 1000)
+        rest = await self.client.rpop(keys.notify, 1000)
         if rest:
             done.extend(int(item) for item in rest)
         return done

@@ -159,7 +159,7 @@ async def test_a_socket_cut_mid_wait_errors_in_bounded_time(redis_url: str, real
     async with Proxy(upstream_of(redis_url)) as proxy:
         store = RedisStore.from_url(proxy.url, prefix=real_redis_prefix, socket_timeout=1.0, retries=1)
         keys = ResultKeys(real_redis_prefix, "cut", "run", 1, 1)
-        reader = ResultReader(store.client)
+        reader = ResultReader(store.client, store.blocking_client)  # as CeleryDispatcher(store=store) does
         waiting = asyncio.ensure_future(reader.wait(keys, 30))
         await asyncio.sleep(0.2)
         proxy.silent = True  # the server's answer never arrives, the socket never closes
@@ -193,6 +193,22 @@ async def test_a_connection_killed_mid_wait_recovers(redis_url: str, real_redis_
         admin.delete(keys.notify)
         admin.close()
         await store.aclose()
+
+
+async def test_blocking_waits_never_hold_the_connections_renewals_need(
+    redis_url: str, real_redis_prefix: str
+) -> None:
+    async with RedisStore.from_url(
+        redis_url, prefix=real_redis_prefix, max_connections=2, lock_ttl=3
+    ) as store:
+        lease = await store.reserve("starved", new_token(), owner_info("run"))
+        reader = ResultReader(store.client, store.blocking_client)  # as CeleryDispatcher(store=store) does
+        steps = [ResultKeys(real_redis_prefix, "starved", "run", lease.epoch, step) for step in range(5)]
+        waits = [asyncio.ensure_future(reader.wait(keys, 2.0)) for keys in steps]  # 5 waits, 2 connections
+        await asyncio.sleep(0.3)
+        assert await store.renew(lease)  # within its bound of 1 s: no wait holds a command connection
+        assert await asyncio.gather(*waits) == [[]] * 5
+        await store.release(lease)
 
 
 # -- many runs -------------------------------------------------------------------------------------------------

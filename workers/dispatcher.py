@@ -177,6 +177,12 @@ class CeleryDispatcher(Dispatcher):
 
     # -- connections -------------------------------------------------------------------------------------
 
+    def _waiting(self) -> Redis:
+        """The client for the notify list's ``BRPOP``: the store's pool for blocking waits, when there is one."""
+        if self._store is not None:
+            return self._store.blocking_client
+        return self._redis()
+
     def _redis(self) -> Redis:
         if self._store is not None:
             return self._store.client
@@ -274,7 +280,7 @@ class CeleryDispatcher(Dispatcher):
     async def run_superstep(
         self, executors: Mapping[str, Executor], work: SuperstepWork, emit: EventSink
     ) -> SuperstepResult:
-        reader = ResultReader(self._redis())
+        reader = ResultReader(self._redis(), self._waiting())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
         step = _Sent(work, keys, self._payloads(work, await self.plan(work.batches)), emit)
