@@ -409,7 +409,7 @@ class RedisStore(Store):
         return self.keys.base(instance_id), f"{instance_id}@", self.keys.foreign_prefix()
 
     async def delete_instance(self, instance_id: str) -> int:
-        """Delete every key of the instance; the number deleted. ``WorkflowRunInProgressError`` while held.
+        """Delete every key of the instance; how many it had. ``WorkflowRunInProgressError`` while held.
 
         Everything in the instance's hash slot goes (``SCAN`` on ``P:{I}:*``: checkpoints, epoch, the
         workers' records, and keys of components added later), and the pointers of its foreign checkpoint
@@ -442,10 +442,12 @@ class RedisStore(Store):
             await self.release(lease)
             raise
         with _redis_errors("delete_instance", instance_id):  # the lease's keys and the epoch, last
-            deleted += await self._scripts.release(
+            released = await self._scripts.release(
                 keys=self._lease_keys(lease), args=[lease.token, lease.epoch, 1]
             )
-        return deleted
+        if not released:
+            raise ReservationLostError(f"delete_instance of {instance_id!r} lost its reservation")
+        return deleted + (lease.epoch > 1)  # epoch 1: this reservation made the epoch key, it was not there
 
     async def _delete_batch(self, lease: Lease, names: list[bytes]) -> int:
         if not await self.renew(lease):  # the deletion outlived its lease: another run may hold it now

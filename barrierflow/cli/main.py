@@ -634,7 +634,7 @@ def delete(
     with reported():
         location = RedisTarget.resolve(redis)
         count = asyncio.run(_in_store(location, prefix, lambda store: store.delete_instance(instance)))
-        print(f"deleted instance {instance}: {count} key(s)")
+        print(f"deleted instance {instance}: {count} key(s)" if count else f"no keys of instance {instance}")
 
 
 @app.command(epilog=EXIT_CODES_HELP)
