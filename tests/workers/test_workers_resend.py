@@ -137,7 +137,8 @@ async def test_a_task_whose_workers_keep_dying_is_sent_again_with_backoff_then_f
         queue.delete(deaf)
     assert len(taken) == 4  # the cap
     # checks of a task whose worker died back off: send n+1 comes at least 0.2 * 2**(n-1) s after send n
-    assert taken[2] - taken[1] >= 0.4 and taken[3] - taken[2] >= 0.8
+    # (the copies are noticed here by polling every 20 ms, hence the slack)
+    assert taken[2] - taken[1] >= 0.35 and taken[3] - taken[2] >= 0.75
     [checkpoint] = await redis_store.list_checkpoints(instance_id)
     assert checkpoint.superstep == 0 and len(checkpoint.messages) == 1  # left at the last barrier
 
