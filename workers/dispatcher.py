@@ -283,10 +283,10 @@ class CeleryDispatcher(Dispatcher):
         reader = ResultReader(self._redis(), self._waiting())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
-        step = _Sent(work, keys, self._payloads(work, await self.plan(work.batches)), emit)
-        await self._send([(payload, 1) for payload in step.payloads])
+        step = _Sent(work, keys, self._envelopes(work, await self.plan(work.batches)), emit)
+        await self._send([encode_task(envelope) for envelope in step.envelopes])
         step.start(time.monotonic(), self.redispatch_after)
-        pending = set(range(len(step.payloads)))
+        pending = set(range(len(step.envelopes)))
         result = SuperstepResult()
         try:
             while pending:
@@ -361,7 +361,11 @@ class CeleryDispatcher(Dispatcher):
             died,
             [step.sends[t] for t in died],
         )
-        await self._send([(step.payloads[t], step.sends[t]) for t in died])
+        copies = []
+        for task in died:  # the copy's number travels in its envelope (picked up vs queued)
+            step.envelopes[task].send = step.sends[task]
+            copies.append(encode_task(step.envelopes[task]))
+        await self._send(copies)
 
     def _warn_queued(self, step: _Sent, queued: list[int], now: float) -> None:
         """Tell the caller that tasks wait in the queue, after 1, 2, 4... check intervals (never re-sent)."""
@@ -389,7 +393,9 @@ class CeleryDispatcher(Dispatcher):
         """Delete the superstep's records and mark it collected; a failure is logged, never raised over the
         run's outcome (the records expire by their TTL)."""
         try:
-            await reader.discard(step.keys, range(len(step.payloads)), step.work.lease_token, self.result_ttl)
+            await reader.discard(
+                step.keys, range(len(step.envelopes)), step.work.lease_token, self.result_ttl
+            )
         except Exception as exc:
             logger.warning(
                 "could not delete the records of superstep %d of %r (they expire in %g s): %s: %s",
@@ -415,10 +421,10 @@ class CeleryDispatcher(Dispatcher):
             return True
         return False
 
-    def _payloads(self, work: SuperstepWork, groups: list[list[ExecutorBatch]]) -> list[bytes]:
+    def _envelopes(self, work: SuperstepWork, groups: list[list[ExecutorBatch]]) -> list[TaskEnvelope]:
         shared = codec.encode(work.shared_state)
         states = work.executor_states
-        payloads = []
+        envelopes = []
         for task, group in enumerate(groups):
             group_states = {b.executor_id: states[b.executor_id] for b in group if b.executor_id in states}
             envelope = TaskEnvelope(
@@ -436,20 +442,19 @@ class CeleryDispatcher(Dispatcher):
                 body=encode_body(group, group_states),
                 shared=shared,
             )
-            payloads.append(encode_task(envelope))
-        return payloads
+            envelopes.append(envelope)
+        return envelopes
 
-    async def _send(self, copies: list[tuple[bytes, int]]) -> None:
-        """Publish ``(payload, send number)`` copies (the number tells "picked up" from "queued")."""
-        await asyncio.to_thread(self._publish, copies)
+    async def _send(self, payloads: list[bytes]) -> None:
+        await asyncio.to_thread(self._publish, payloads)
 
-    def _publish(self, copies: list[tuple[bytes, int]]) -> None:
+    def _publish(self, payloads: list[bytes]) -> None:
         app = self.app
         with app.producer_or_acquire() as producer:
-            for payload, send in copies:
+            for payload in payloads:
                 app.send_task(
                     TASK_NAME,
-                    args=(payload, send),
+                    args=(payload,),
                     queue=self.queue,
                     serializer="msgpack",
                     ignore_result=True,
@@ -489,11 +494,11 @@ async def _close_client(client: Redis) -> None:
 
 @dataclass(slots=True)
 class _Sent:
-    """One superstep on the workers: its payloads, sends per task, when to check each, when to warn."""
+    """One superstep on the workers: its task envelopes, sends per task, when to check each, when to warn."""
 
     work: SuperstepWork
     keys: ResultKeys
-    payloads: list[bytes]
+    envelopes: list[TaskEnvelope]
     emit: EventSink
     sends: list[int] = field(default_factory=list)
     check_at: list[float] = field(default_factory=list)
@@ -501,6 +506,6 @@ class _Sent:
     warn_after: float = 0.0
 
     def start(self, now: float, interval: float) -> None:
-        self.sends = [1] * len(self.payloads)
-        self.check_at = [now + interval] * len(self.payloads)
+        self.sends = [1] * len(self.envelopes)
+        self.check_at = [now + interval] * len(self.envelopes)
         self.sent_at, self.warn_after = now, interval

@@ -74,8 +74,8 @@ class WorkerProcess:
             graph = self.graphs[name] = workflow_factory(name)().build_graph()
         return graph
 
-    def handle(self, payload: bytes, send: int = 1) -> str:
-        """Run copy ``send`` of a task (1 = first send, 2 = the first re-send...); what became of it."""
+    def handle(self, payload: bytes) -> str:
+        """Run one copy of a task; what became of it."""
         envelope = decode_envelope(payload)
         keys = ResultKeys(
             envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
@@ -86,7 +86,7 @@ class WorkerProcess:
             task,
             envelope.token,
             envelope.epoch,
-            send=send,
+            send=envelope.send,
             ttl=envelope.claim_ttl,
             started_ttl=envelope.result_ttl,
         )
@@ -169,9 +169,6 @@ def worker_process() -> WorkerProcess:
 
 
 @app.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def run_batches(payload: bytes, send: int = 1) -> str:
-    """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result.
-
-    ``send`` numbers the coordinator's copies of the task (``broker/results.py``: "picked up" vs "queued").
-    """
-    return worker_process().handle(payload, send)
+def run_batches(payload: bytes) -> str:
+    """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result."""
+    return worker_process().handle(payload)

@@ -48,6 +48,7 @@ class TaskEnvelope:
     claim_ttl: float
     body: bytes = b""
     shared: bytes = b""
+    send: int = 1  # which copy: 1 = first send, 2 = first re-send... (broker/results.py: picked up vs queued)
     layout: str = ""  # the sender's LAYOUT (set by ``decode_envelope``)
 
 
@@ -95,13 +96,13 @@ def encode_task(envelope: TaskEnvelope) -> bytes:
 def decode_envelope(payload: bytes) -> TaskEnvelope:
     """The envelope; check ``envelope.layout == LAYOUT`` before ``decode_body``."""
     data = codec.decode(payload)
-    leading = len(_ENVELOPE_FIELDS) - 2  # through claim_ttl
+    leading = _ENVELOPE_FIELDS.index("claim_ttl") + 1
     if not isinstance(data, list) or len(data) < 1 + leading or not isinstance(data[0], str):
         raise CheckpointDecodeError("not a barrierflow task payload")
     envelope = TaskEnvelope(*data[1 : 1 + leading])
     envelope.layout = data[0]
     if data[0] == LAYOUT:
-        envelope.body, envelope.shared = data[1 + leading :]
+        envelope.body, envelope.shared, envelope.send = data[1 + leading :]
     return envelope
 
 
