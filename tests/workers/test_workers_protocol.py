@@ -184,3 +184,19 @@ def test_the_cli_learns_that_a_worker_answers_without_waiting_the_whole_timeout(
     started = time.monotonic()
     assert workers_answering(app, timeout=30.0) == 1
     assert time.monotonic() - started < 15  # the first reply ends it (before: always the whole 30 s)
+
+
+def test_the_send_number_travels_in_the_envelope_and_another_layout_is_told_apart() -> None:
+    from barrierflow.engine import codec
+    from barrierflow.workers.wire import LAYOUT, TaskEnvelope, decode_envelope, encode_task
+
+    sent = TaskEnvelope(
+        "wf", "sig", "inst", "run", 3, "tok", 5, 1, "p", 60.0, 10.0, b"body", b"shared", send=4
+    )
+    back = decode_envelope(encode_task(sent))
+    assert (back.layout, back.send, back.body, back.shared) == (LAYOUT, 4, b"body", b"shared")
+    # a coordinator of another version: the leading fields still say where to write the refusal
+    other = decode_envelope(
+        codec.encode(["0:other", "wf", "sig", "inst", "run", 3, "tok", 5, 1, "p", 60.0, 10.0, b"x"])
+    )
+    assert other.layout == "0:other" and (other.instance_id, other.superstep, other.task) == ("inst", 5, 1)
