@@ -18,6 +18,7 @@ from barrierflow.engine.errors import WorkflowError
 from barrierflow.engine.events import EventType
 from barrierflow.workers import CeleryDispatcher, app
 from tests import workflows_for_workers as flows
+from tests.redis_hygiene import SESSION, forget_celery_nodes
 
 
 async def drain(stream, into: list) -> object:
@@ -81,13 +82,14 @@ async def test_no_worker_for_60_s_leaves_one_copy_per_task_and_the_run_completes
     celery_workers, redis_store, redis_url
 ) -> None:
     def start_worker(deaf: str):
-        name = f"bftest-late-{deaf[-12:]}"
+        name = f"bftest-late-{SESSION}"
         celery_workers.start(name, queue=deaf)
 
         def stop() -> None:
             proc = celery_workers.procs.pop(name)
             proc.terminate()
-            proc.wait(10)
+            proc.wait(20)
+            forget_celery_nodes(redis_url, [celery_workers.node(name)])
 
         return stop
 
