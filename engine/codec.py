@@ -619,13 +619,18 @@ def encode(value: Any) -> bytes:
 
 
 def _serialization_error(value: Any, exc: Exception) -> SerializationError:
-    found = _find_unencodable(value, "$", 0)
+    found = _find_unencodable(value, "$", 0, {})
     if found is None:
         return SerializationError(f"value of type {_type_label(value)} could not be encoded: {exc}")
     path, bad, reason = found
+    if reason is _CYCLE:  # the hint first: the path of a cycle says little
+        return SerializationError(
+            f"reference cycle: the {_type_label(bad)} at {_short_path(path[0])} contains itself at "
+            f"{_short_path(path[1])}; stored values must be trees (a value cannot refer to itself)"
+        )
     is_type = isinstance(bad, type) or typing.get_origin(bad) is not None
     label = f"type object {bad!r}" if is_type else f"value of type {_type_label(bad)}"
-    return SerializationError(f"cannot encode {label} at {path}: {reason}")
+    return SerializationError(f"cannot encode {label} at {_short_path(path)}: {reason}")
 
 
 def _short_repr(key: Any) -> str:
@@ -633,46 +638,70 @@ def _short_repr(key: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _find_unencodable(value: Any, path: str, depth: int) -> tuple[str, Any, str] | None:
-    """Slow path: the first leaf that cannot be encoded, as ``(path, value, reason)``."""
+def _short_path(path: str) -> str:
+    """A path of at most ~120 characters: its start and its end, which say where to look."""
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-56:]}"
+
+
+_CYCLE: Any = object()  # reason of a reference cycle; the path is then (where it starts, where it recurs)
+
+
+def _find_unencodable(
+    value: Any, path: str, depth: int, ancestors: dict[int, str]
+) -> tuple[Any, Any, Any] | None:
+    """Slow path: the first leaf that cannot be encoded, as ``(path, value, reason)``.
+
+    ``ancestors`` maps the ids of the containers on the current path to their paths, so a structure that
+    contains itself is reported as a cycle (``reason is _CYCLE``, path ``(where it starts, where it recurs)``).
+    One stack frame per level: the walk must reach ``_MAX_WALK_DEPTH`` below any caller.
+    """
     kind = type(value)
     if value is None or kind in (bool, int, float, str, bytes):
         return None
+    first = ancestors.get(id(value))
+    if first is not None:
+        return (first, path), value, _CYCLE
     if depth > _MAX_WALK_DEPTH:
-        return path, value, "nested too deeply (is there a reference cycle?)"
-    if kind is list:
-        for i, item in enumerate(value):
-            if found := _find_unencodable(item, f"{path}[{i}]", depth + 1):
-                return found
-        return None
-    if kind is dict:
-        for i, (key, item) in enumerate(value.items()):
-            if found := _find_unencodable(key, f"{path}.keys()[{i}]", depth + 1):
-                return found
-            if found := _find_unencodable(item, f"{path}[{_short_repr(key)}]", depth + 1):
-                return found
-        return None
+        return path, value, "nested too deeply"
+    depth += 1
+    ancestors[id(value)] = path
     try:
-        replacement = _default(value)
-    except Exception as exc:
-        return path, value, str(exc)
-    if type(replacement) is ExtType:
-        return None
-    if type(replacement) is list and replacement and type(replacement[0]) is ExtType:
+        if kind is list:
+            for i, item in enumerate(value):
+                if found := _find_unencodable(item, f"{path}[{i}]", depth, ancestors):
+                    return found
+            return None
+        if kind is dict:
+            for i, (key, item) in enumerate(value.items()):
+                if found := _find_unencodable(key, f"{path}.keys()[{i}]", depth, ancestors):
+                    return found
+                if found := _find_unencodable(item, f"{path}[{_short_repr(key)}]", depth, ancestors):
+                    return found
+            return None
+        try:
+            replacement = _default(value)
+        except Exception as exc:
+            return path, value, str(exc)
+        if type(replacement) is ExtType:
+            return None
+        if type(replacement) is not list or not replacement or type(replacement[0]) is not ExtType:
+            return _find_unencodable(replacement, path, depth, ancestors)  # a subclass turned into its base
         code = replacement[0].code
         if code in (EXT_DATACLASS, EXT_PYDANTIC):
-            for field_name, item in replacement[1].items():
-                if found := _find_unencodable(item, f"{path}.{field_name}", depth + 1):
-                    return found
+            children = [(f"{path}.{name}", item) for name, item in replacement[1].items()]
         elif code in (EXT_TUPLE, EXT_SET, EXT_FROZENSET):
             template = "{}[{}]" if code == EXT_TUPLE else "{}{{{}}}"  # set items have no index: $.tags{2}
-            for i, item in enumerate(replacement[1:]):
-                if found := _find_unencodable(item, template.format(path, i), depth + 1):
-                    return found
+            children = [(template.format(path, i), item) for i, item in enumerate(replacement[1:])]
         elif code == EXT_ENUM:
-            return _find_unencodable(replacement[1], f"{path}.value", depth + 1)
+            children = [(f"{path}.value", replacement[1])]
+        else:
+            children = []
+        for where, item in children:
+            if found := _find_unencodable(item, where, depth, ancestors):
+                return found
         return None
-    return _find_unencodable(replacement, path, depth + 1)  # a subclass turned into its builtin base
+    finally:
+        del ancestors[id(value)]
 
 
 # -------------------------------------------------------------------------------------------------- decode

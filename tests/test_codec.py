@@ -554,11 +554,39 @@ def test_serialization_error_is_a_type_error_and_encoder_recovers() -> None:
     assert decode(encode((1, 2))) == (1, 2)  # the per-thread packer is usable after a failure
 
 
-def test_reference_cycle_is_reported_not_crashed() -> None:
+def test_reference_cycle_is_reported_first_with_a_short_path() -> None:
     loop: list[Any] = []
     loop.append(loop)
-    with pytest.raises(SerializationError):
+    with pytest.raises(SerializationError) as caught:
         encode(loop)
+    assert str(caught.value).startswith("reference cycle: the builtins.list at $ contains itself at $[0]")
+
+
+def test_reference_cycle_through_a_record_names_where_it_starts_and_recurs() -> None:
+    root = Tree(1, [Tree(2)])
+    root.children[0].children.append(root)
+    with pytest.raises(SerializationError) as caught:
+        encode({"tree": root})
+    message = str(caught.value)
+    assert message.startswith("reference cycle:")
+    assert "at $['tree'] contains itself at $['tree'].children[0].children[0]" in message
+
+
+def test_a_shared_value_that_is_not_a_cycle_is_fine() -> None:
+    shared = [1, 2]
+    assert decode(encode([shared, shared, {"a": shared}])) == [[1, 2], [1, 2], {"a": [1, 2]}]
+
+
+def test_too_deep_a_structure_gets_a_short_message() -> None:
+    deep: list[Any] = []
+    innermost = deep
+    for _ in range(2000):
+        innermost.append([])
+        innermost = innermost[0]
+    with pytest.raises(SerializationError) as caught:
+        encode(deep)
+    assert "nested too deeply" in str(caught.value)
+    assert len(str(caught.value)) < 300
 
 
 # ---------------------------------------------------------------------------------- decode errors
