@@ -23,7 +23,7 @@ import msgpack
 from . import codec
 from .checkpoint import CHECKPOINT_VERSION, Checkpoint
 from .errors import CheckpointDecodeError
-from .messages import Delivery
+from .messages import Delivery, PendingRequest
 
 #: A keyframe is cut once the cumulative delta holds this many entries, whatever the state size.
 MAX_DELTA_ENTRIES = 64
@@ -189,45 +189,120 @@ class DecodedCheckpoint:
 
 @codec.gc_paused
 def decode_record(head: bytes, keyframe: bytes | None) -> DecodedCheckpoint:
-    """Materialise a checkpoint from its head and keyframe bytes (``CheckpointDecodeError`` if malformed)."""
+    """Materialise a checkpoint from its head and keyframe bytes.
+
+    Every way stored bytes can be wrong ends in ``CheckpointDecodeError``: bytes that are not msgpack, types
+    that are not registered, and well-formed data of the wrong shape (a missing field, ``pending=[1]``, a
+    timestamp outside what ``datetime`` holds). The shape is checked here, at load, so a bad head never
+    becomes a ``Checkpoint`` that fails later, somewhere else, with an untyped error.
+    """
     fields = codec.decode(head)
     if not isinstance(fields, dict):
         raise CheckpointDecodeError(f"checkpoint head is a {type(fields).__name__}, not a record")
+    name = fields.get("id")
+    where = f"checkpoint {name!r}" if isinstance(name, str) else "checkpoint head"
     kf = codec.decode(keyframe) if keyframe is not None else None
+    if not isinstance(kf, dict):
+        raise CheckpointDecodeError(f"{where}: its keyframe {fields.get('kf')!r} is missing or malformed")
     try:
-        if not isinstance(kf, dict):
-            raise CheckpointDecodeError(
-                f"checkpoint {fields.get('id')!r}: its keyframe {fields.get('kf')!r} is missing"
-            )
-        shared_delta = StateDelta(dict(fields["shared"][0]), set(fields["shared"][1]))
-        executor_delta = StateDelta(dict(fields["exec"][0]), set(fields["exec"][1]))
-        created_at = datetime.fromtimestamp(fields["at"], UTC)
-        cp = Checkpoint(
-            checkpoint_id=fields["id"],
-            instance_id=fields["instance"],
-            workflow_name=fields["name"],
-            graph_signature=fields["sig"],
-            previous_checkpoint_id=fields["prev"],
-            superstep=fields["step"],
-            messages=[
-                Delivery(target, message, tuple(sources), request)
-                for target, message, sources, request in fields["messages"]
-            ],
-            shared_state=shared_delta.apply_to(kf["shared"]),
-            executor_states=executor_delta.apply_to(kf["exec"]),
-            fan_in_buffers=fields["fan_in"],
-            pending_requests=fields["pending"],
-            run_id=fields["run"],
-            epoch=fields["epoch"],
-            created_at=created_at,
-            metadata=fields["meta"],
-            version=fields["v"],
-        )
-    except CheckpointDecodeError:
-        raise
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointDecodeError(f"checkpoint record is malformed: {type(exc).__name__}: {exc}") from exc
-    return DecodedCheckpoint(cp, fields["kf"], shared_delta, executor_delta)
+        return _materialise(fields, kf)
+    except _Malformed as bad:
+        raise CheckpointDecodeError(f"{where} is malformed: {bad}") from None
+
+
+class _Malformed(Exception):
+    """A field of a stored head or keyframe that does not have the shape this version writes."""
+
+
+def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in record:
+        raise _Malformed(f"field {key!r} is missing")
+    value = record[key]
+    if not isinstance(value, kind) or (type(value) is bool and kind is int):
+        raise _Malformed(f"field {key!r} is a {type(value).__name__}, not {_kind_names(kind)}")
+    return value
+
+
+def _kind_names(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+
+
+def _delta(record: dict[str, Any], key: str) -> StateDelta:
+    pair = _field(record, key, list)
+    if len(pair) != 2 or not isinstance(pair[0], dict) or not isinstance(pair[1], list):
+        raise _Malformed(f"field {key!r} is not [sets, deletes]")
+    if not all(type(k) is str for k in pair[1]):
+        raise _Malformed(f"field {key!r} deletes a key that is not a string")
+    return StateDelta(dict(pair[0]), set(pair[1]))
+
+
+def _request(value: Any, where: str) -> PendingRequest:
+    if (
+        type(value) is not PendingRequest
+        or type(value.request_id) is not str
+        or type(value.source_executor_id) is not str
+        or not (isinstance(value.response_type, type) or value.response_type is Any)
+    ):
+        raise _Malformed(f"{where} is not a well-formed pending request")
+    return value
+
+
+def _delivery(item: Any) -> Delivery:
+    if type(item) is not list or len(item) != 4:
+        raise _Malformed("a queued message is not [target, message, sources, request]")
+    target, message, sources, request = item
+    if type(target) is not str or type(sources) is not list or not all(type(s) is str for s in sources):
+        raise _Malformed("a queued message has a malformed target or sources")
+    if request is not None:
+        request = _request(request, f"the request of a message for {target!r}")
+    return Delivery(target, message, tuple(sources), request)
+
+
+def _states(kf: dict[str, Any], key: str) -> dict[str, Any]:
+    states = kf.get(key)
+    if type(states) is not dict:
+        raise _Malformed(f"its keyframe has no {key!r} state")
+    return states
+
+
+def _materialise(fields: dict[str, Any], kf: dict[str, Any]) -> DecodedCheckpoint:
+    version = _field(fields, "v", int)
+    if version != CHECKPOINT_VERSION:
+        raise _Malformed(f"it has format version {version}; this barrierflow reads {CHECKPOINT_VERSION}")
+    checkpoint_id = _field(fields, "id", str)
+    shared_delta, executor_delta = _delta(fields, "shared"), _delta(fields, "exec")
+    at = _field(fields, "at", (int, float))
+    try:
+        created_at = datetime.fromtimestamp(at, UTC)
+    except (OverflowError, OSError, ValueError) as exc:  # at=1e300, 1e18, nan
+        raise _Malformed(f"field 'at' ({at!r}) is not a time: {exc}") from None
+    fan_in = _field(fields, "fan_in", dict)
+    for target, buffer in fan_in.items():
+        if type(buffer) is not dict or not all(type(v) is list for v in buffer.values()):
+            raise _Malformed(f"the fan-in buffer of {target!r} is not {{source: [messages]}}")
+    pending = _field(fields, "pending", dict)
+    for request_id, request in pending.items():
+        _request(request, f"pending request {request_id!r}")
+    cp = Checkpoint(
+        checkpoint_id=checkpoint_id,
+        instance_id=_field(fields, "instance", str),
+        workflow_name=_field(fields, "name", str),
+        graph_signature=_field(fields, "sig", str),
+        previous_checkpoint_id=_field(fields, "prev", (str, type(None))),
+        superstep=_field(fields, "step", int),
+        messages=[_delivery(item) for item in _field(fields, "messages", list)],
+        shared_state=shared_delta.apply_to(_states(kf, "shared")),
+        executor_states=executor_delta.apply_to(_states(kf, "exec")),
+        fan_in_buffers=fan_in,
+        pending_requests=pending,
+        run_id=_field(fields, "run", (str, type(None))),
+        epoch=_field(fields, "epoch", int),
+        created_at=created_at,
+        metadata=_field(fields, "meta", dict),
+        version=version,
+    )
+    return DecodedCheckpoint(cp, _field(fields, "kf", str), shared_delta, executor_delta)
 
 
 @dataclass(slots=True)
