@@ -1,15 +1,17 @@
-"""The engine's own records that cross process boundaries, registered with the codec under stable names.
+"""The engine's own records that are stored or cross process boundaries, registered with the codec by name.
 
 Stable names (not module paths) so a refactor of the engine never makes stored checkpoints undecodable.
+Only records that are encoded *as records* are here: checkpoints hold deliveries and requests, events hold
+run states, and a worker's result holds its handler's ``FailureInfo``. A worker's outcomes and deliveries
+travel as plain field lists (``workers/wire.py``), so they need no registration.
 """
 
 from __future__ import annotations
 
 from . import codec
-from .dispatch import ExecutorBatch, SuperstepWork
 from .events import Lifecycle, RunState, WorkflowEvent
 from .messages import Delivery, PendingRequest
-from .outcome import DeliveryOutcome, FailureInfo
+from .outcome import FailureInfo
 
 for _cls, _name in (  # leaves first: registering a record also registers its field types
     (PendingRequest, "barrierflow.PendingRequest"),
@@ -18,8 +20,5 @@ for _cls, _name in (  # leaves first: registering a record also registers its fi
     (Lifecycle, "barrierflow.Lifecycle"),
     (WorkflowEvent, "barrierflow.WorkflowEvent"),
     (FailureInfo, "barrierflow.FailureInfo"),
-    (DeliveryOutcome, "barrierflow.DeliveryOutcome"),
-    (ExecutorBatch, "barrierflow.ExecutorBatch"),
-    (SuperstepWork, "barrierflow.SuperstepWork"),
 ):
     codec.register_type(_cls, name=_name)

@@ -157,19 +157,6 @@ async def test_gc_paused_holder_is_fenced_out(make_store: MakeStore) -> None:
     assert await coordinator_a.read_record(a_cp.checkpoint_id) is None
 
 
-async def test_same_token_at_an_older_epoch_is_fenced_out(make_store: MakeStore) -> None:
-    store = make_store()
-    token = new_token()
-    old = await store.reserve("inst", token, owner_info("run"))
-    new = await store.reserve("inst", token, owner_info("run"))  # a retried acquire: same token, next epoch
-    assert new.epoch == old.epoch + 1
-    with pytest.raises(ReservationLostError, match="another run reserved it since"):
-        await store.save_checkpoint(checkpoint("inst"), lease=old)
-    assert await store.renew(old) is False
-    assert await store.release(old) is False
-    assert await store.release(new) is True
-
-
 async def test_lock_deleted_behind_the_holders_back(make_store: MakeStore) -> None:
     store = make_store()
     lease = await store.reserve("inst", new_token(), owner_info("run"))

@@ -179,6 +179,26 @@ async def test_write_with_a_lost_lease_raises_and_writes_nothing(make_store: Mak
         await store.load_checkpoint(stale_cp.checkpoint_id)
 
 
+async def test_same_token_at_an_older_epoch_is_fenced_out(store: Store) -> None:
+    """A retried acquire with the same token gets the next epoch; the older lease must not write, renew or release.
+
+    The token alone cannot tell them apart: only the epoch does.
+    """
+    token = new_token()
+    old = await store.reserve("inst", token, owner_info("run"))
+    new = await store.reserve("inst", token, owner_info("run"))
+    assert new.epoch == old.epoch + 1
+    with pytest.raises(ReservationLostError, match="inst"):
+        await store.save_checkpoint(checkpoint("inst"), lease=old)
+    assert old.lost
+    assert await store.list_ids("inst") == []
+    assert await store.renew(old) is False
+    assert await store.release(old) is False
+    assert (await store.describe("inst")).held  # the newer lease is untouched...
+    await store.save_checkpoint(checkpoint("inst"), lease=new)  # ...and writes
+    assert await store.release(new) is True
+
+
 async def test_write_after_release_is_refused(store: Store) -> None:
     lease = await store.reserve("inst", new_token(), owner_info("run"))
     await store.release(lease)

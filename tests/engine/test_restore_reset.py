@@ -139,6 +139,25 @@ async def test_restore_with_queued_messages_then_run_continues(store):
     assert cp.fan_in_buffers == {"join": {"left": ["left:one"]}}  # not doubled by the first run's buffer
 
 
+async def test_restore_brings_back_the_pending_requests_and_they_can_be_answered(store):
+    wf = build(store, instance_id="asks")
+    paused = await wf.run("ask")
+    asked = {"left-ask", "right-ask"}
+    assert set(paused.pending_requests) == asked
+    paused_id = paused.checkpoint_id
+    await wf.run(responses={"left-ask": "yes", "right-ask": "no"})
+    assert await wf.pending_requests() == {}
+
+    copy_id = await wf.restore(paused_id)
+    assert wf.status == RunState.IDLE_WITH_PENDING_REQUESTS
+    assert set(await wf.pending_requests()) == asked
+    assert set((await store.load_checkpoint(copy_id)).pending_requests) == asked
+    assert set(await build(store, instance_id="asks").pending_requests()) == asked  # a fresh handle too
+    answered = await wf.run(responses={"left-ask": "again"})
+    assert answered.outputs == ["again"]
+    assert set(answered.pending_requests) == {"right-ask"}
+
+
 async def test_restore_refused_while_reserved(store):
     wf = build(store)
     await wf.run("one")

@@ -109,6 +109,52 @@ async def test_writes_merge_in_delivery_order_not_finish_order(store):
     assert (await latest(wf2)).shared_state == {"w": "fast", "slow-only": 1}
 
 
+class Dealer(Executor):
+    """Deals its messages alternately to ``a`` and ``b``: delivery order a0, b1, a2, b3."""
+
+    @handler
+    async def on(self, msg: dict, ctx: WorkflowContext) -> None:
+        for i in range(4):
+            await ctx.send_message(i, target_id="ab"[i % 2])
+
+
+class Tagger(Executor):
+    """Writes the shared key ``w`` and sends its tag on; the first delivery of ``a`` is slow."""
+
+    @handler
+    async def on(self, i: int, ctx: WorkflowContext) -> None:
+        if i == 0:
+            await asyncio.sleep(0.03)  # a0 finishes after b1 and b3 have run
+        tag = f"{ctx.executor_id}{i}"
+        ctx.set_state("w", tag)
+        READS.append(("finished", tag))
+        await ctx.send_message(tag)
+
+
+class Collect(Executor):
+    @handler
+    async def on(self, tag: str, ctx: WorkflowContext) -> None:
+        await ctx.yield_output(tag)
+
+
+async def test_several_deliveries_per_executor_merge_and_route_in_delivery_order(store):
+    """Outcomes of a superstep arrive executor by executor (a0 a2 come after b1 b3 here); the barrier must
+    still merge writes and route sends in the total delivery order a0, b1, a2, b3."""
+    dealer, a, b, sink = Dealer(id="dealer"), Tagger(id="a"), Tagger(id="b"), Collect(id="sink")
+    wf = (
+        WorkflowBuilder(start_executor=dealer)
+        .add_edge(dealer, a)
+        .add_edge(dealer, b)
+        .add_edge(a, sink)
+        .add_edge(b, sink)
+        .build(store=store)
+    )
+    result = await wf.run({})
+    assert [r[1] for r in READS if r[0] == "finished"] == ["b1", "b3", "a0", "a2"]  # the finish order
+    assert result.outputs == ["a0", "b1", "a2", "b3"]  # routed in delivery order
+    assert next(cp for cp in await checkpoints(wf) if cp.superstep == 2).shared_state == {"w": "b3"}
+
+
 class Deleter(Executor):
     @handler
     async def on(self, msg: str, ctx: WorkflowContext) -> None:
