@@ -11,8 +11,13 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Generator, Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
+from . import codec
 from .events import EventType, WorkflowEvent, request_info_event
 from .messages import PendingRequest
 from .outcome import DeliveryOutcome
@@ -66,15 +71,48 @@ def context_output_types(annotation: Any) -> tuple[Any, ...] | None:
     return flatten_union(sent)
 
 
-class ExecutorView:
-    """One executor's read view during a superstep: committed state plus its own uncommitted writes."""
+_IMMUTABLE = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, datetime, date, time, timedelta, UUID, Decimal}
+)
 
-    __slots__ = ("executor_state", "shared", "shared_overlay")
+
+def private_copy(value: Any) -> Any:
+    """A copy of a committed value that a handler may change freely (immutable values are shared as they are).
+
+    A codec round trip: it copies exactly what a checkpoint holds, at msgpack speed, and it is what a worker,
+    which decodes the committed state from its task, hands its handlers too.
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE or isinstance(value, Enum):
+        return value
+    return codec.decode(codec.encode(value))
+
+
+class ExecutorView:
+    """One executor's read view during a superstep: committed state plus its own uncommitted writes.
+
+    Handlers never get the committed objects themselves: a mutable committed value is copied the first time
+    this executor reads it in the superstep (``private_copy``), and the copy is kept in ``shared_overlay`` (or
+    ``executor_state``) so later reads by this executor see the same object. So changing what ``get_*``
+    returned never changes committed state, in process or on a worker: only ``set_*`` writes.
+    """
+
+    __slots__ = ("committed", "executor_state", "shared", "shared_overlay")
 
     def __init__(self, shared: Mapping[str, Any], executor_state: Any) -> None:
         self.shared = shared
+        #: what this executor sees for a key: its own write (``_MISSING`` once deleted) or a private copy
         self.shared_overlay: dict[str, Any] = {}
         self.executor_state = executor_state
+        #: ``executor_state`` is still the committed object (a read must copy it first)
+        self.committed = True
+
+    def snapshot(self) -> tuple[dict[str, Any], Any, bool]:
+        """What ``restore`` needs to undo one attempt's writes (a shallow copy: the writes are few)."""
+        return dict(self.shared_overlay), self.executor_state, self.committed
+
+    def restore(self, snapshot: tuple[dict[str, Any], Any, bool]) -> None:
+        self.shared_overlay, self.executor_state, self.committed = snapshot
 
 
 class WorkflowContext:
@@ -149,11 +187,19 @@ class WorkflowContext:
     # -- shared state -------------------------------------------------------------------------------------
 
     def get_state(self, key: str, default: Any = None) -> Any:
-        overlay = self._view.shared_overlay
+        """The committed value plus this executor's own writes; a mutable value is this executor's copy."""
+        view = self._view
+        overlay = view.shared_overlay
         if key in overlay:
             value = overlay[key]
             return default if value is _MISSING else value
-        return self._view.shared.get(key, default)
+        value = view.shared.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if type(value) in _IMMUTABLE:
+            return value
+        copied = overlay[key] = private_copy(value)
+        return copied
 
     def set_state(self, key: str, value: Any) -> Done[None]:
         """Write shared state; visible to this executor now, to others after the barrier."""
@@ -172,12 +218,20 @@ class WorkflowContext:
     # -- executor state -----------------------------------------------------------------------------------
 
     def get_executor_state(self, default: Any = None) -> Any:
-        value = self._view.executor_state
-        return default if value is _MISSING else value
+        """This executor's state: committed, or as it set it in this superstep; a mutable value is a copy."""
+        view = self._view
+        value = view.executor_state
+        if value is _MISSING:
+            return default
+        if view.committed:
+            view.committed = False
+            value = view.executor_state = private_copy(value)
+        return value
 
     def set_executor_state(self, value: Any) -> Done[None]:
         """Persist this executor's private state; committed at the barrier, in its checkpoint."""
-        self._view.executor_state = value
+        view = self._view
+        view.executor_state, view.committed = value, False
         self._outcome.executor_state[:] = [value]
         return _DONE
 

@@ -239,3 +239,74 @@ async def test_unencodable_message_fails_naming_route_and_path_and_commits_nothi
     assert latest_cp.superstep == 0  # only the run-entry checkpoint: superstep 1 never committed
     assert latest_cp.shared_state == {}
     assert [d.message for d in latest_cp.messages] == ["go"]
+
+
+# -- committed state cannot be changed behind set_* -----------------------------------------------------------
+
+APPEND_FAILS = {"on": True}
+
+
+class Appender(Executor):
+    """Appends to the list it reads from its executor state and from shared state, in place, then fails."""
+
+    @handler
+    async def on(self, item: str, ctx: WorkflowContext) -> None:
+        mine = ctx.get_executor_state([])
+        mine.append(item)
+        everyone = ctx.get_state("items", [])
+        everyone.append(item)
+        if APPEND_FAILS["on"]:
+            raise RuntimeError("fails after changing what it read")
+        ctx.set_executor_state(mine)
+        ctx.set_state("items", everyone)
+        await ctx.yield_output((list(mine), list(everyone)))
+
+
+def appender(store, instance_id="appender"):
+    node = Appender(id="appender")
+    return WorkflowBuilder(name="appender", start_executor=node).build(instance_id=instance_id, store=store)
+
+
+async def test_a_failed_superstep_that_mutated_what_it_read_leaves_the_handle_at_the_last_barrier(store):
+    APPEND_FAILS["on"] = False
+    wf = appender(store)
+    assert (await wf.run("a")).outputs == [(["a"], ["a"])]
+    APPEND_FAILS["on"] = True
+    with pytest.raises(ExecutorFailedError):
+        await wf.run("b")
+    APPEND_FAILS["on"] = False
+    retried = await wf.run()  # the same handle retries the failed superstep
+    fresh = await appender(store).run("c")  # a fresh handle over the same store
+    assert retried.outputs == [(["a", "b"], ["a", "b"])]  # not ['a', 'b', 'b']
+    assert fresh.outputs == [(["a", "b", "c"], ["a", "b", "c"])]
+
+
+async def test_changing_a_read_value_without_set_commits_nothing(store):
+    class ReadOnly(Executor):
+        @handler
+        async def on(self, item: str, ctx: WorkflowContext) -> None:
+            mine = ctx.get_executor_state()
+            if mine is None:
+                ctx.set_executor_state(["first"])
+            else:
+                mine.append(item)  # no set_*: not a write
+            ctx.get_state("items").append(item)
+            assert ctx.get_state("items")[-1] == item  # this executor sees its own copy for the superstep
+            await ctx.yield_output(item)
+
+    class Seed(Executor):
+        @handler
+        async def on(self, item: str, ctx: WorkflowContext) -> None:
+            ctx.set_executor_state(["seed"])
+            ctx.set_state("items", ["seed"])
+            await ctx.send_message(item)
+
+    seed, reader = Seed(id="seed"), ReadOnly(id="reader")
+    wf = WorkflowBuilder(name="read-only", start_executor=seed).add_edge(seed, reader).build(store=store)
+    await wf.run("x")
+    await wf.run("y")
+    cp = await latest(wf)
+    assert cp.shared_state == {"items": ["seed"]}
+    assert cp.executor_states == {"seed": ["seed"], "reader": ["first"]}
+    assert wf._state.shared_state == {"items": ["seed"]}  # the handle's cached state, too
+    assert wf._state.executor_states["reader"] == ["first"]
