@@ -6,10 +6,13 @@ It is a plain registered dataclass so a Celery worker can send it back as msgpac
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import WorkflowEvent
+from . import codec
+from .errors import SerializationError
+from .events import EventType, WorkflowEvent
 from .messages import PendingRequest
 
 
@@ -41,3 +44,37 @@ class DeliveryOutcome:
     executor_state: list[Any] = field(default_factory=list)
     dropped: str | None = None  # why the delivery found no handler
     error: FailureInfo | None = None
+
+
+def _describe_event(event: WorkflowEvent) -> str:
+    if event.type == EventType.OUTPUT:
+        return f"the output yielded by {event.executor_id!r}"
+    if event.type == EventType.REQUEST_INFO:
+        return f"the data of request {event.request_id!r} of {event.executor_id!r}"
+    return f"the {event.type!r} event added by {event.executor_id!r}"
+
+
+def unencodable_effect(outcomes: Iterable[DeliveryOutcome]) -> SerializationError | None:
+    """Slow path, once encoding failed: the first effect that cannot be encoded, named in the user's terms.
+
+    Events (outputs, requests, custom events) are looked at first, then sent messages, then state writes, so
+    in process (where the barrier checks the events before writing the checkpoint) and on a worker (where the
+    whole result is encoded at once) the same mistake gets the same message.
+    """
+    outcomes = list(outcomes)
+    suspects: list[tuple[str, Any]] = [
+        (_describe_event(event), event) for outcome in outcomes for event in outcome.emitted
+    ]
+    for outcome in outcomes:
+        sender = outcome.executor_id
+        suspects += [(f"a message sent by {sender!r}", message) for message, _ in outcome.sent]
+        suspects += [
+            (f"shared state key {key!r} written by {sender!r}", v) for key, v, _ in outcome.state_writes
+        ]
+        suspects += [(f"the executor state of {sender!r}", value) for value in outcome.executor_state]
+    for where, value in suspects:
+        try:
+            codec.encode(value)
+        except SerializationError as exc:
+            return SerializationError(f"{where}: {exc}")
+    return None

@@ -12,14 +12,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import codec
 from .dispatch import Dispatcher, ExecutorBatch, SuperstepResult, SuperstepWork
 from .eager import start_eagerly
-from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError
+from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError, SerializationError
 from .events import EventType, WorkflowEvent
 from .graph import Graph
 from .instance_state import Changes, Identity, InstanceState, commit
 from .messages import Delivery
-from .outcome import DeliveryOutcome
+from .outcome import DeliveryOutcome, unencodable_effect
 from .routing import route
 from .store import Store
 
@@ -140,12 +141,14 @@ class SuperstepRunner:
         changes.superstep = superstep
         changes.messages = routed.deliveries
         changes.fan_in_buffers = routed.fan_in_buffers
+        events = [event for outcome in outcomes for event in outcome.emitted]
+        if events:
+            check_encodable(events, outcomes)
         if who.lease.lost:
             raise ReservationLostError(
                 f"lost the reservation of {who.instance_id!r} before committing superstep {superstep}"
             )
         checkpoint_id = await commit(self.store, state, changes, who)
-        events = [event for outcome in outcomes for event in outcome.emitted]
         dropped = routed.dropped + [o.dropped for o in outcomes if o.dropped]
         if dropped:
             details = {"dropped": len(dropped), "reasons": dropped}
@@ -183,6 +186,18 @@ async def _while_running(
     finally:
         if not task.done():
             task.cancel()
+
+
+def check_encodable(events: list[WorkflowEvent], outcomes: list[DeliveryOutcome]) -> None:
+    """Outputs and events must survive encoding in every mode, as they must on a worker: check them here.
+
+    One ``encode`` of the superstep's events (no copy is kept). Without it an unencodable output would succeed
+    in process and fail only when the same workflow runs on workers.
+    """
+    try:
+        codec.encode(events)
+    except SerializationError as exc:
+        raise (unencodable_effect(outcomes) or exc) from exc
 
 
 def _by_index(outcome: DeliveryOutcome) -> Any:

@@ -325,6 +325,18 @@ def bfw_unencodable() -> WorkflowBuilder:
     return WorkflowBuilder(name="bfw_unencodable", start_executor=leaker).add_edge(leaker, taker)
 
 
+@executor(id="yields_code")
+async def yields_code(text: str, ctx: WorkflowContext) -> None:
+    ctx.set_state("kept", "no")
+    await ctx.yield_output(text)
+    await ctx.yield_output(lambda: text)  # a function is not a value: it cannot be stored or shipped
+
+
+@register_workflow
+def bfw_output_lambda() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_output_lambda", start_executor=yields_code)
+
+
 WORKFLOWS: dict[str, Any] = {
     "bfw_fan": bfw_fan,
     "bfw_switch": bfw_switch,

@@ -33,6 +33,7 @@ from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, Resul
 from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
 from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
 from barrierflow.engine.graph import Graph
+from barrierflow.engine.outcome import unencodable_effect
 from barrierflow.engine.registry import workflow_factory
 
 from .app import app
@@ -97,7 +98,8 @@ class WorkerProcess:
             try:
                 data = encode_result(result)
             except SerializationError as exc:  # e.g. a handler sent a message of an unregistered type
-                data = encode_result(self.refusal(task, exc))
+                named = unencodable_effect(result.outcomes) or exc  # the words the in-process run uses
+                data = encode_result(self.refusal(task, named))
             status = writer.put(keys, task, envelope.token, envelope.epoch, data, envelope.result_ttl)
         finally:
             claim.release()

@@ -14,6 +14,7 @@ from barrierflow.engine import (
     WorkflowBuilder,
     WorkflowContext,
     WorkflowError,
+    WorkflowEvent,
     handler,
 )
 
@@ -310,3 +311,23 @@ async def test_changing_a_read_value_without_set_commits_nothing(store):
     assert cp.executor_states == {"seed": ["seed"], "reader": ["first"]}
     assert wf._state.shared_state == {"items": ["seed"]}  # the handle's cached state, too
     assert wf._state.executor_states["reader"] == ["first"]
+
+
+async def test_an_unencodable_output_fails_the_superstep_naming_it_and_commits_nothing(store):
+    class YieldsCode(Executor):
+        @handler
+        async def on(self, text: str, ctx: WorkflowContext) -> None:
+            ctx.set_state("kept", "no")
+            await ctx.yield_output(text)
+            await ctx.add_event(WorkflowEvent("custom", data={"callback": print}))
+
+    wf = WorkflowBuilder(name="yields-code", start_executor=YieldsCode(id="yields")).build(store=store)
+    events = []
+    with pytest.raises(SerializationError) as caught:
+        async for event in wf.stream("x"):
+            events.append(event)
+    assert str(caught.value).startswith("the 'custom' event added by 'yields': cannot encode")
+    assert "builtin_function_or_method" in str(caught.value)
+    assert of_type(events, "output") == []  # nothing of the superstep was emitted
+    assert wf.status == RunState.FAILED
+    assert (await latest(wf)).superstep == 0

@@ -128,3 +128,24 @@ async def test_an_unencodable_message_fails_like_it_does_in_process(celery_worke
         await remote.run("x")
     assert "Opaque" in str(in_process.value) and "Opaque" in str(on_worker.value)
     assert [cp.superstep for cp in await redis_store.list_checkpoints(remote.instance_id)] == [0]
+
+
+async def test_an_unencodable_output_fails_the_same_way_in_process_and_on_a_worker(
+    celery_workers, redis_store
+) -> None:
+    errors = []
+    for mode in ("local", "celery"):
+        dispatcher = dispatcher_for(redis_store, celery_workers) if mode == "celery" else None
+        wf = flows.bfw_output_lambda().build(
+            instance_id=f"{redis_store.prefix}-lambda-{mode}", store=redis_store, dispatcher=dispatcher
+        )
+        with pytest.raises(SerializationError) as caught:
+            await wf.run("x")
+        errors.append(str(caught.value))
+        assert wf.status == RunState.FAILED
+        [checkpoint] = await redis_store.list_checkpoints(wf.instance_id)
+        assert checkpoint.superstep == 0 and checkpoint.shared_state == {}  # superstep 1 never committed
+    in_process, on_worker = errors
+    assert in_process.startswith("the output yielded by 'yields_code': cannot encode value of type")
+    assert "function" in in_process
+    assert on_worker == in_process
