@@ -19,11 +19,13 @@ from barrierflow.engine import (
     WorkflowEvent,
     executor,
     handler,
+    register_type,
 )
 
 from .bf_helpers import checkpoints, latest, of_type, types_of
 
 
+@register_type  # events are encoded at the barrier, in process as on a worker
 @dataclass
 class Progress:
     pct: int
