@@ -18,6 +18,7 @@ from .eager import start_eagerly
 from .events import WorkflowEvent
 from .execution import BatchFailed, run_executor_batch
 from .executor import Executor
+from .handler_threads import HandlerThreads, default_threads
 from .messages import Delivery
 from .outcome import DeliveryOutcome, FailureInfo
 
@@ -79,7 +80,19 @@ class LocalDispatcher(Dispatcher):
 
     Batches start eagerly (``engine.eager``): one that never suspends costs no Task. On the first failure the
     other batches are cancelled, and the runner discards every outcome of the superstep.
+
+    Sync handlers run on handler threads (``engine/handler_threads.py``): ``sync_threads`` bounds them for
+    this dispatcher; by default all dispatchers of the process share one pool of ``BARRIERFLOW_SYNC_THREADS``
+    threads (default ``min(32, cpu count + 4)``).
     """
+
+    def __init__(self, *, sync_threads: int | None = None) -> None:
+        self._threads = HandlerThreads(sync_threads) if sync_threads is not None else None
+
+    @property
+    def threads(self) -> HandlerThreads:
+        """The pool this dispatcher's sync handlers run on."""
+        return self._threads if self._threads is not None else default_threads()
 
     async def run_superstep(
         self, executors: Mapping[str, Executor], work: SuperstepWork, emit: EventSink
@@ -88,10 +101,13 @@ class LocalDispatcher(Dispatcher):
         outcomes = result.outcomes
         running: list[asyncio.Task[None]] = []
         failures: list[BatchFailed] = []
+        threads = self._threads  # None: the process-wide pool, looked up only if a sync handler runs
         try:
             for batch in work.batches:
                 try:
-                    task, _ = start_eagerly(run_executor_batch(executors, work, batch, outcomes, emit))
+                    task, _ = start_eagerly(
+                        run_executor_batch(executors, work, batch, outcomes, emit, threads)
+                    )
                 except BatchFailed as failed:
                     failures.append(failed)
                     break

@@ -30,6 +30,9 @@ class HandlerSpec:
     matches: Matcher
     output_types: tuple[Any, ...] | None  # None: undeclared, not type-checked
     takes_context: bool
+    is_async: bool = (
+        True  # a coroutine function; sync handlers run on a handler thread (engine/handler_threads.py)
+    )
     request_type: Any = None  # response handlers: the original request's type
     matches_request: Matcher | None = None
 
@@ -97,9 +100,15 @@ def _spec(
         matches=matcher_for(message_type),
         output_types=outputs,
         takes_context=ctx_param is not None,
+        is_async=_is_async(func),
         request_type=request_type,
         matches_request=matcher_for(request_type) if response else None,
     )
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` gives a coroutine (also for an object whose ``__call__`` is ``async def``)."""
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(type(func).__call__)
 
 
 def _ordered(

@@ -7,11 +7,14 @@ runner uses them: it renews in the background, and it stops with ``ReservationLo
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
 from barrierflow.engine import (
     Executor,
+    LocalDispatcher,
     ReservationLostError,
     RunState,
     WorkflowBuilder,
@@ -120,3 +123,68 @@ async def test_a_failed_release_never_masks_the_outcome_and_the_lease_ends_by_it
         wf.run(0.0)  # but the store still holds the unreleased lease...
     await asyncio.sleep(TTL * 1.5)
     assert (await wf.run(0.0)).outputs == [0.0]  # ...until its TTL ends it
+
+
+# -- sync handlers never cost the lease (they run on handler threads, off the event loop) ---------------------
+
+
+class SyncSleeper(Executor):
+    """A sync handler that blocks its thread (CPU-bound code or a blocking client would do the same)."""
+
+    @handler
+    def on(self, seconds: float, ctx: WorkflowContext[float]) -> None:
+        time.sleep(seconds)
+        ctx.send_message(seconds)
+
+
+class SyncLeaf(Executor):
+    @handler
+    def on(self, seconds: float, ctx: WorkflowContext) -> None:
+        time.sleep(seconds)
+        ctx.set_executor_state(threading.get_ident())
+        ctx.yield_output(ctx.executor_id)
+
+
+@pytest.fixture
+async def short_lease_redis_store(redis_url: str, real_redis_prefix: str):
+    from barrierflow.broker import RedisStore
+
+    store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=1.0)
+    yield store
+    await store.aclose()
+
+
+async def test_a_sync_handler_three_times_longer_than_the_lease_completes(short_lease_redis_store) -> None:
+    store = short_lease_redis_store
+    sleeper, sink = SyncSleeper("sleeper"), Sink("sink")
+    wf = (
+        WorkflowBuilder(name="sync-sleepy", start_executor=sleeper)
+        .add_edge(sleeper, sink)
+        .build(instance_id="sync-3s", store=store)
+    )
+    result = await wf.run(3.0)
+    assert result.outputs == [3.0]
+    assert [cp.superstep for cp in await store.list_checkpoints("sync-3s")] == [2, 1, 0]
+
+
+async def test_twenty_sync_leaves_longer_than_the_lease_together_complete(short_lease_redis_store) -> None:
+    """20 x 0.1 s of sync handlers on two threads: 1 s or more of handler time against a 1 s lease."""
+    store = short_lease_redis_store
+    start = Splitter("start")
+    leaves = [SyncLeaf(f"leaf{i:02}") for i in range(20)]
+    wf = (
+        WorkflowBuilder(name="sync-leaves", start_executor=start)
+        .add_fan_out_edges(start, leaves)
+        .build(instance_id="sync-leaves", store=store, dispatcher=LocalDispatcher(sync_threads=2))
+    )
+    loop_thread = threading.get_ident()
+    result = await wf.run(0.1)
+    assert sorted(result.outputs) == [leaf.id for leaf in leaves]
+    threads = set((await store.latest_checkpoint("sync-leaves")).executor_states.values())
+    assert loop_thread not in threads and len(threads) <= 2  # off the loop, on the bounded pool
+
+
+class Splitter(Executor):
+    @handler
+    async def on(self, seconds: float, ctx: WorkflowContext[float]) -> None:
+        await ctx.send_message(seconds)
