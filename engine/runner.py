@@ -15,14 +15,14 @@ from typing import Any
 from . import codec
 from .dispatch import Dispatcher, ExecutorBatch, SuperstepResult, SuperstepWork
 from .eager import start_eagerly
-from .errors import ConvergenceError, ExecutorFailedError, ReservationLostError, SerializationError
+from .errors import ConvergenceError, ExecutorFailedError, SerializationError
 from .events import EventType, WorkflowEvent
 from .graph import Graph
 from .instance_state import Changes, Identity, InstanceState, commit
 from .messages import Delivery
 from .outcome import DeliveryOutcome, unencodable_effect
 from .routing import route
-from .store import Store
+from .store import Store, lease_lost_error
 
 
 def plan(deliveries: list[Delivery]) -> list[ExecutorBatch]:
@@ -62,13 +62,21 @@ class SuperstepRunner:
     """Drives supersteps of one run over an ``InstanceState`` and yields the events as an async iterator."""
 
     def __init__(
-        self, graph: Graph, store: Store, dispatcher: Dispatcher, state: InstanceState, who: Identity
+        self,
+        graph: Graph,
+        store: Store,
+        dispatcher: Dispatcher,
+        state: InstanceState,
+        who: Identity,
+        lease_lost: asyncio.Future[None] | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
         self.dispatcher = dispatcher
         self.state = state
         self.who = who
+        #: done once the lease is known lost: running handlers are cancelled then, not at the barrier
+        self.lease_lost = lease_lost
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
@@ -85,8 +93,14 @@ class SuperstepRunner:
                 for event in live:
                     yield event
             else:  # handlers are awaiting: stream their events as they happen
-                async for event in _while_running(delivering, live, wake):
+                async for event in _while_running(delivering, live, wake, self.lease_lost):
                     yield event
+                if not delivering.done():  # the lease was lost: nothing of this superstep can commit
+                    delivering.cancel()
+                    await asyncio.gather(delivering, return_exceptions=True)
+                    raise lease_lost_error(
+                        self.who.lease, f"superstep {superstep} (its handlers were cancelled)"
+                    )
                 result = delivering.result()
             failure = result.failure
             if failure is not None:
@@ -145,9 +159,7 @@ class SuperstepRunner:
         if events:
             check_encodable(events, outcomes)
         if who.lease.lost:
-            raise ReservationLostError(
-                f"lost the reservation of {who.instance_id!r} before committing superstep {superstep}"
-            )
+            raise lease_lost_error(who.lease, f"before committing superstep {superstep}")
         checkpoint_id = await commit(self.store, state, changes, who)
         dropped = routed.dropped + [o.dropped for o in outcomes if o.dropped]
         if dropped:
@@ -166,25 +178,32 @@ class SuperstepRunner:
 
 
 async def _while_running(
-    task: asyncio.Task[SuperstepResult], live: list[WorkflowEvent], wake: asyncio.Event
+    task: asyncio.Task[SuperstepResult],
+    live: list[WorkflowEvent],
+    wake: asyncio.Event,
+    stop: asyncio.Future[None] | None,
 ) -> AsyncIterator[WorkflowEvent]:
-    """Yield ``live`` events as they arrive until ``task`` is done (cancelling it if the consumer goes away)."""
+    """Yield ``live`` events as they arrive until ``task`` is done or ``stop`` is (then ``task`` still runs).
+
+    ``task`` is cancelled if the consumer goes away.
+    """
     seen = 0
     try:
         while True:
             for event in live[seen:]:
                 yield event
             seen = len(live)
-            if task.done():
+            if task.done() or (stop is not None and stop.done()):
                 return
             wake.clear()
             waiter = asyncio.ensure_future(wake.wait())
             try:
-                await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+                waited = (task, waiter) if stop is None else (task, waiter, stop)
+                await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
     finally:
-        if not task.done():
+        if not task.done() and (stop is None or not stop.done()):
             task.cancel()
 
 

@@ -28,20 +28,39 @@ from typing import Any
 
 from .checkpoint import Checkpoint, instance_of
 from .checkpoint_format import CheckpointRecord, DecodedCheckpoint, decode_record, encode_full
-from .errors import CheckpointNotFoundError
+from .errors import CheckpointNotFoundError, ReservationLostError, StoreError, WorkflowError
 
 _background: set[asyncio.Task[bool]] = set()
 
 
 @dataclass(slots=True)
 class Lease:
-    """A held reservation. ``lost`` is set when a renewal finds it gone: the holder must stop writing."""
+    """A held reservation. ``lost`` is set when a renewal finds it gone: the holder must stop writing.
+
+    ``unreachable`` says why when the store could not be reached for a whole TTL (the last store error):
+    then nobody is known to have taken the instance over, the store is down, and the caller is told so
+    (``StoreError``) rather than that another run holds the instance (``ReservationLostError``).
+    """
 
     instance_id: str
     token: str
     epoch: int
     ttl: float
     lost: bool = False
+    unreachable: str | None = None
+
+
+def lease_lost_error(lease: Lease, what: str) -> WorkflowError:
+    """The error of a run whose lease ended while it was ``what`` (``StoreError`` if the store was down)."""
+    if lease.unreachable is not None:
+        return StoreError(
+            f"the lease on {lease.instance_id!r} could not be renewed for {lease.ttl:g} s because the store "
+            f"could not be reached ({lease.unreachable}); stopped {what}"
+        )
+    return ReservationLostError(
+        f"lost the reservation of {lease.instance_id!r} (epoch {lease.epoch}: it expired or another run took "
+        f"it over); stopped {what}"
+    )
 
 
 def new_token() -> str:

@@ -116,28 +116,43 @@ class Workflow:
             self._release_local(token)
 
     async def _release_lease(self, lease: Lease) -> None:
-        """Release the store lease; if the store cannot be reached, its TTL ends it (never mask the outcome)."""
+        """Release the store lease; if the store cannot be reached, its TTL ends it (never mask the outcome).
+
+        Waited for at most one TTL: a store that hangs must not keep the caller longer than the lease lives.
+        """
         try:
-            await self.store.release(lease)
-        except WorkflowError as exc:
+            await asyncio.wait_for(self.store.release(lease), timeout=lease.ttl)
+        except (WorkflowError, TimeoutError) as exc:
             logger.warning(
-                "could not release the lease on %r (it expires by its TTL): %s", self.instance_id, exc
+                "could not release the lease on %r (it expires by its TTL): %s",
+                self.instance_id,
+                exc or type(exc).__name__,
             )
 
-    async def _renew(self, lease: Lease) -> None:
-        """Keep the lease alive while the run lives; mark it lost when a renewal fails for a whole TTL."""
+    async def _renew(self, lease: Lease, lost: asyncio.Future[None]) -> None:
+        """Keep the lease alive while the run lives; mark it lost (and complete ``lost``) when it ends.
+
+        It ends when a renewal finds it gone, or when renewals failed for a whole TTL: the store's copy has
+        expired by then whatever happened. A renewal that hangs (a half-open connection) counts as failing
+        once the lease's TTL since the last good renewal has run out.
+        """
         last_ok = time.monotonic()
         while True:
             await asyncio.sleep(lease.ttl / 3)
             try:
-                if not await self.store.renew(lease):
-                    lease.lost = True
-                    return
-                last_ok = time.monotonic()
-            except WorkflowError:
-                if time.monotonic() - last_ok >= lease.ttl:
-                    lease.lost = True
-                    return
+                left = last_ok + lease.ttl - time.monotonic()
+                renewed = await asyncio.wait_for(self.store.renew(lease), timeout=max(left, 0.001))
+            except (WorkflowError, TimeoutError) as exc:
+                if time.monotonic() - last_ok < lease.ttl:
+                    continue
+                lease.unreachable = str(exc) or type(exc).__name__
+                renewed = False
+            if not renewed:
+                lease.lost = True
+                if not lost.done():
+                    lost.set_result(None)
+                return
+            last_ok = time.monotonic()
 
     # -- state ---------------------------------------------------------------------------------------------
 
@@ -223,7 +238,8 @@ class Workflow:
             if self._token != token:  # abandoned while acquiring the store lease
                 return
             self._lifecycle = Lifecycle.RUNNING
-            renewer = asyncio.create_task(self._renew(lease))
+            lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            renewer = asyncio.create_task(self._renew(lease, lost))
             who = Identity(self.instance_id, self.name, self.graph_signature, run_id, lease)
 
             state = await (self._restored(checkpoint_id) if checkpoint_id is not None else self._load_state())
@@ -245,7 +261,7 @@ class Workflow:
             if first is not None:
                 checkpoint = await commit(self.store, state, first, who)
                 yield WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint, superstep=state.superstep)
-            runner = SuperstepRunner(self._graph, self.store, self.dispatcher, state, who)
+            runner = SuperstepRunner(self._graph, self.store, self.dispatcher, state, who, lost)
             async for event in runner.run(self._graph.max_supersteps):
                 yield event
             yield WorkflowEvent(EventType.STATUS, state.run_state())

@@ -7,6 +7,12 @@ runner uses them: it renews in the background, and it stops with ``ReservationLo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import threading
 import time
 
@@ -17,6 +23,7 @@ from barrierflow.engine import (
     LocalDispatcher,
     ReservationLostError,
     RunState,
+    StoreError,
     WorkflowBuilder,
     WorkflowContext,
     WorkflowRunInProgressError,
@@ -188,3 +195,138 @@ class Splitter(Executor):
     @handler
     async def on(self, seconds: float, ctx: WorkflowContext[float]) -> None:
         await ctx.send_message(seconds)
+
+
+# -- a lease known lost stops the run at once; a store that is down is reported as such ----------------------
+
+CANCELLED: list[str] = []
+
+
+class LongWait(Executor):
+    """Waits ``seconds`` (many TTLs) after calling ``on_start``; records whether it was cancelled."""
+
+    def __init__(self, on_start) -> None:  # type: ignore[no-untyped-def]
+        super().__init__("long")
+        self.on_start = on_start
+
+    @handler
+    async def on(self, seconds: float, ctx: WorkflowContext) -> None:
+        await self.on_start(ctx.instance_id)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            CANCELLED.append(ctx.instance_id)
+            raise
+        await ctx.yield_output(seconds)
+
+
+class GoesDown(MemoryStore):
+    """A store whose backend becomes unreachable on demand (every call then fails with ``StoreError``)."""
+
+    down = False
+
+    def _check(self, operation: str) -> None:
+        if self.down:
+            raise StoreError(f"redis store: {operation} failed: ConnectionError: connection refused")
+
+    async def renew(self, lease):  # type: ignore[no-untyped-def]
+        self._check("renew")
+        return await super().renew(lease)
+
+    async def release(self, lease):  # type: ignore[no-untyped-def]
+        self._check("release")
+        return await super().release(lease)
+
+    async def write_record(self, record, lease):  # type: ignore[no-untyped-def]
+        self._check("write")
+        return await super().write_record(record, lease)
+
+
+def long_wait_flow(store: Store, instance_id: str, on_start):  # type: ignore[no-untyped-def]
+    return WorkflowBuilder(name="long-wait", start_executor=LongWait(on_start)).build(
+        instance_id=instance_id, store=store
+    )
+
+
+async def test_renewals_failing_for_a_ttl_because_the_store_is_down_raise_store_error_and_cancel_handlers() -> (
+    None
+):
+    from barrierflow.cli.errors import EXIT_UNREACHABLE, classify
+
+    CANCELLED.clear()
+    store = GoesDown(lock_ttl=TTL)
+
+    async def outage(instance_id: str) -> None:
+        store.down = True
+
+    wf = long_wait_flow(store, "outage", outage)
+    with pytest.raises(StoreError, match="could not be reached") as caught:
+        await wf.run(60.0)  # without the cancellation this would take a minute
+    assert CANCELLED == ["outage"]  # the handler was cancelled as soon as the lease was known lost
+    assert classify(caught.value)[0] == EXIT_UNREACHABLE  # the CLI says "Redis unreachable", not "busy"
+    assert wf.status == RunState.FAILED
+    store.down = False
+    assert [cp.superstep for cp in await store.list_checkpoints("outage")] == [0]
+
+
+async def test_a_lease_taken_over_during_a_handler_cancels_it_with_reservation_lost(
+    make_store: MakeStore,
+) -> None:
+    CANCELLED.clear()
+    store = make_store(lock_ttl=TTL)
+
+    async def taken_over(instance_id: str) -> None:
+        await drop_lock(store, instance_id)
+        await store.reserve(instance_id, new_token(), owner_info("intruder"))
+
+    wf = long_wait_flow(store, "taken-over", taken_over)
+    with pytest.raises(ReservationLostError, match="taken-over"):
+        await wf.run(60.0)
+    assert CANCELLED == ["taken-over"]
+    assert (await store.describe("taken-over")).owner["run_id"] == "intruder"
+
+
+@pytest.mark.parametrize("failure", ["killed", "frozen"])
+async def test_a_redis_server_that_goes_away_mid_run_is_reported_as_unreachable(
+    tmp_path, failure: str
+) -> None:
+    """A real redis-server of this test's own, killed (connections refused) or frozen with SIGSTOP (requests
+    hang: a half-open connection) while a handler runs."""
+    from barrierflow.broker import RedisStore
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed; CI needs it")
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    CANCELLED.clear()
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", lock_ttl=1.0)
+    try:
+        for _ in range(200):
+            try:
+                await store.client.ping()
+                break
+            except Exception:
+                await asyncio.sleep(0.05)
+
+        async def break_it(instance_id: str) -> None:
+            server.send_signal(signal.SIGKILL if failure == "killed" else signal.SIGSTOP)
+
+        wf = long_wait_flow(store, f"gone-{failure}", break_it)
+        with pytest.raises(StoreError, match="could not be reached"):
+            await wf.run(60.0)
+        assert [f"gone-{failure}"] == CANCELLED
+    finally:
+        server.send_signal(signal.SIGCONT)
+        server.kill()
+        server.wait(10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(store.aclose(), 5)
