@@ -4,7 +4,7 @@ Prints one JSON object per line. The engine always encodes a checkpoint per supe
 "no store" runs use ``DiscardStore``, which accepts the encoded record and keeps nothing, so the difference to
 ``MemoryStore`` is the cost of storing. Compare figures of one run side by side: this machine is noisy.
 
-    python bench/engine_bench.py [--quick]
+    python bench/engine_bench.py [--quick] [--policies]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from barrierflow.engine import Executor, MemoryStore, WorkflowBuilder, WorkflowContext, handler
+from barrierflow.engine import Executor, MemoryStore, RetryPolicy, WorkflowBuilder, WorkflowContext, handler
 from barrierflow.engine.checkpoint_format import CheckpointRecord
 from barrierflow.engine.instance_state import Changes, Identity, InstanceState, commit
 from barrierflow.engine.store import Lease
@@ -66,10 +66,14 @@ class Join(Executor):
             await ctx.yield_output(done)
 
 
+#: ``--policies``: every executor gets a retry policy and a timeout that never trigger (their cost alone)
+POLICIES: dict[str, Any] = {}
+
+
 def chain(length: int, store: Any) -> Any:
     nodes = [Relay(f"r{i}") for i in range(length - 1)] + [Sink("sink")]
     return (
-        WorkflowBuilder(name="chain", start_executor=nodes[0], max_supersteps=length + 5)
+        WorkflowBuilder(name="chain", start_executor=nodes[0], max_supersteps=length + 5, **POLICIES)
         .add_chain(nodes)
         .build(store=store)
     )
@@ -80,7 +84,7 @@ def fan(width: int, rounds: int, store: Any) -> Any:
     workers = [Relay(f"w{i}") for i in range(width)]
     join = Join(rounds)
     return (
-        WorkflowBuilder(name="fan", start_executor=split, max_supersteps=rounds * 3 + 5)
+        WorkflowBuilder(name="fan", start_executor=split, max_supersteps=rounds * 3 + 5, **POLICIES)
         .add_fan_out_edges(split, workers)
         .add_fan_in_edges(workers, join)
         .add_edge(join, split)
@@ -176,4 +180,12 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (for a smoke run)")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="give every executor a RetryPolicy and a timeout that never trigger (what they cost)",
+    )
+    args = parser.parse_args()
+    if args.policies:
+        POLICIES.update(retry=RetryPolicy(max_attempts=3), timeout=30.0)
+    asyncio.run(main(args.quick))

@@ -30,6 +30,7 @@ from .events import EventType, Lifecycle, RunResult, RunState, WorkflowEvent
 from .executor import Executor, executor, handler, response_handler
 from .memory_store import MemoryStore
 from .registry import register_workflow
+from .retry import RetryPolicy
 from .run_session import WorkflowStream
 from .store import Store
 from .workflow import Workflow
@@ -50,6 +51,7 @@ __all__ = [
     "LocalDispatcher",
     "MemoryStore",
     "ReservationLostError",
+    "RetryPolicy",
     "RunResult",
     "RunState",
     "SerializationError",

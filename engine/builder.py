@@ -11,6 +11,7 @@ from .edges import Case, Condition, Default, DirectEdge, EdgeGroup, FanInEdges, 
 from .errors import WorkflowValidationError
 from .executor import Executor
 from .graph import Graph, graph_signature
+from .retry import DeliveryPolicy, RetryPolicy, check_retry, check_timeout, resolve
 from .typing_utils import accepts
 
 if TYPE_CHECKING:
@@ -25,8 +26,15 @@ class WorkflowBuilder:
     """Collects executors and edge groups; ``build()`` checks the graph and returns a ``Workflow`` handle."""
 
     def __init__(
-        self, name: str = "workflow", start_executor: ExecutorRef | None = None, max_supersteps: int = 100
+        self,
+        name: str = "workflow",
+        start_executor: ExecutorRef | None = None,
+        max_supersteps: int = 100,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
     ):
+        """``retry`` and ``timeout`` are the defaults of every executor that does not set its own."""
         if not isinstance(name, str):
             raise TypeError(
                 f"WorkflowBuilder's first argument is the workflow's name, not {name!r}: "
@@ -35,6 +43,8 @@ class WorkflowBuilder:
         self.name = name
         self._start = start_executor
         self.max_supersteps = max_supersteps
+        self.retry = retry
+        self.timeout = timeout
         self._executors: dict[str, Executor] = {}
         self._duplicates: list[str] = []
         self._groups: list[EdgeGroup] = []
@@ -158,6 +168,7 @@ class WorkflowBuilder:
         if not isinstance(self.max_supersteps, int) or self.max_supersteps < 1:
             problems.append(f"max_supersteps must be a positive integer, not {self.max_supersteps!r}")
         problems.extend(self._duplicate_edges())
+        policies = self._policies(problems)
         fan_in_targets = [g.target for g in self._groups if isinstance(g, FanInEdges)]
         twice = sorted({t for t in fan_in_targets if fan_in_targets.count(t) > 1})
         if twice:
@@ -185,7 +196,29 @@ class WorkflowBuilder:
             outgoing={k: tuple(v) for k, v in outgoing.items()},
             fan_in={g.target: g for g in groups if isinstance(g, FanInEdges)},
             signature=graph_signature(start_id, self._executors, groups),
+            policies=policies,
         )
+
+    def _policies(self, problems: list[str]) -> dict[str, DeliveryPolicy]:
+        """Each executor's retries and timeout: its own, else this builder's defaults (checked here)."""
+        before = len(problems)
+        for owner, retry, timeout in [
+            (f"workflow {self.name!r}", self.retry, self.timeout),
+            *((f"executor {e.id!r}", e.retry, e.timeout) for e in self._executors.values()),
+        ]:
+            try:
+                check_retry(retry, owner)
+                check_timeout(timeout, owner)
+            except WorkflowValidationError as exc:
+                problems.append(str(exc))
+        if len(problems) > before:
+            return {}
+        policies = {}
+        for executor_id, executor in self._executors.items():
+            policy = resolve(executor.retry, executor.timeout, self.retry, self.timeout)
+            if policy is not None:
+                policies[executor_id] = policy
+        return policies
 
     def _duplicate_edges(self) -> list[str]:
         """Edges that would deliver every message twice: the same direct edge added again, a repeated target."""

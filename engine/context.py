@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from . import codec
+from .deadlines import AttemptClock
 from .events import EventType, WorkflowEvent, request_info_event
 from .messages import PendingRequest
 from .outcome import DeliveryOutcome
@@ -88,8 +89,15 @@ def private_copy(value: Any) -> Any:
     return codec.decode(codec.encode(value))
 
 
-class ExecutorView:
+#: an ``ExecutorView``'s own writes at one moment: (shared overlay or None, executor state, still committed)
+Snapshot = tuple[dict[str, Any] | None, Any, bool]
+
+
+class ExecutorView(AttemptClock):
     """One executor's read view during a superstep: committed state plus its own uncommitted writes.
+
+    It is also the ``AttemptClock`` of the executor's batch (``engine/deadlines.py``): the deadline of the
+    attempt running against it.
 
     Handlers never get the committed objects themselves: a mutable committed value is copied the first time
     this executor reads it in the superstep (``private_copy``), and the copy is kept in ``shared_overlay`` (or
@@ -100,6 +108,8 @@ class ExecutorView:
     __slots__ = ("committed", "executor_state", "shared", "shared_overlay")
 
     def __init__(self, shared: Mapping[str, Any], executor_state: Any) -> None:
+        self.deadline = self.task = self.watchdog = None  # the AttemptClock, idle
+        self.expired = False
         self.shared = shared
         #: what this executor sees for a key: its own write (``_MISSING`` once deleted) or a private copy
         self.shared_overlay: dict[str, Any] = {}
@@ -107,12 +117,30 @@ class ExecutorView:
         #: ``executor_state`` is still the committed object (a read must copy it first)
         self.committed = True
 
-    def snapshot(self) -> tuple[dict[str, Any], Any, bool]:
+    def snapshot(self) -> Snapshot:
         """What ``restore`` needs to undo one attempt's writes (a shallow copy: the writes are few)."""
-        return dict(self.shared_overlay), self.executor_state, self.committed
+        overlay = self.shared_overlay
+        return (overlay.copy() if overlay else None), self.executor_state, self.committed
 
-    def restore(self, snapshot: tuple[dict[str, Any], Any, bool]) -> None:
-        self.shared_overlay, self.executor_state, self.committed = snapshot
+    def restore(self, snapshot: Snapshot) -> None:
+        overlay, self.executor_state, self.committed = snapshot
+        self.shared_overlay = overlay if overlay is not None else {}
+
+    def fork(self) -> ExecutorView:
+        """A view of its own for one attempt, adopted by ``adopt`` if the attempt succeeds.
+
+        For an attempt that may be abandoned while its code still runs (a sync handler past its timeout keeps
+        running on its thread): whatever it does later lands in the fork, never in this view.
+        """
+        view = ExecutorView(self.shared, self.executor_state)
+        view.shared_overlay = self.shared_overlay.copy()
+        view.committed = self.committed
+        return view
+
+    def adopt(self, fork: ExecutorView) -> None:
+        self.shared_overlay = fork.shared_overlay
+        self.executor_state = fork.executor_state
+        self.committed = fork.committed
 
 
 class WorkflowContext:
@@ -120,11 +148,11 @@ class WorkflowContext:
 
     __slots__ = (
         "_outcome",
+        "_sources",
         "_view",
         "executor_id",
         "instance_id",
         "run_id",
-        "source_executor_ids",
         "superstep",
     )
 
@@ -137,7 +165,7 @@ class WorkflowContext:
         run_id: str,
         instance_id: str,
         superstep: int,
-        source_executor_ids: list[str],
+        source_executor_ids: tuple[str, ...],
         outcome: DeliveryOutcome,
         view: ExecutorView,
     ) -> None:
@@ -145,9 +173,14 @@ class WorkflowContext:
         self.run_id = run_id
         self.instance_id = instance_id
         self.superstep = superstep
-        self.source_executor_ids = source_executor_ids
+        self._sources = source_executor_ids
         self._outcome = outcome
         self._view = view
+
+    @property
+    def source_executor_ids(self) -> list[str]:
+        """The executors that sent this delivery (several for a fan-in list; ``__input__`` for the run's input)."""
+        return list(self._sources)
 
     # -- messages, outputs, events ------------------------------------------------------------------------
 

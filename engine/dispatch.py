@@ -14,13 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .context import MISSING, ExecutorView
+from .deadlines import Watchdog
+from .delivery import BatchFailed
 from .eager import start_eagerly
 from .events import WorkflowEvent
-from .execution import BatchFailed, run_executor_batch
+from .execution import run_executor_batch
 from .executor import Executor
 from .handler_threads import HandlerThreads, default_threads
 from .messages import Delivery
 from .outcome import DeliveryOutcome, FailureInfo
+from .retry import DeliveryPolicy
 
 EventSink = Callable[[WorkflowEvent], None]
 
@@ -47,6 +51,8 @@ class SuperstepWork:
     executor_states: Mapping[str, Any]
     lease_token: str = ""
     epoch: int = 0
+    #: retries and timeouts by executor id (``Graph.policies`` of the process that runs the work)
+    policies: Mapping[str, DeliveryPolicy] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -102,17 +108,25 @@ class LocalDispatcher(Dispatcher):
         running: list[asyncio.Task[None]] = []
         failures: list[BatchFailed] = []
         threads = self._threads  # None: the process-wide pool, looked up only if a sync handler runs
+        shared, states, policies = work.shared_state, work.executor_states, work.policies
+        watchdog: Watchdog | None = None  # made when a batch with a timeout suspends
         try:
             for batch in work.batches:
+                executor_id = batch.executor_id
+                view = ExecutorView(shared, states.get(executor_id, MISSING))
                 try:
                     task, _ = start_eagerly(
-                        run_executor_batch(executors, work, batch, outcomes, emit, threads)
+                        run_executor_batch(executors, work, batch, view, outcomes, emit, threads)
                     )
                 except BatchFailed as failed:
                     failures.append(failed)
                     break
                 if task is not None:
                     running.append(task)
+                    policy = policies.get(executor_id) if policies else None
+                    if policy is not None and policy.timeout is not None:  # its attempts need a watchdog
+                        watchdog = watchdog or Watchdog()
+                        watchdog.watch(view, task)
             while running and not failures:
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
                 running = [task for task in running if task not in done]
@@ -123,6 +137,8 @@ class LocalDispatcher(Dispatcher):
                     elif error is not None:
                         raise error
         finally:
+            if watchdog is not None:
+                watchdog.close()
             for task in running:
                 task.cancel()
             if running:

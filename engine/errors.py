@@ -34,14 +34,21 @@ class ConvergenceError(WorkflowError):
 
 
 class ExecutorFailedError(WorkflowError):
-    """A handler raised. Carries the remote details so it survives a trip through a worker process."""
+    """A handler raised. Carries the remote details so it survives a trip through a worker process.
 
-    def __init__(self, executor_id: str, error_type: str, message: str, traceback: str = "") -> None:
-        super().__init__(f"executor {executor_id!r} failed: {error_type}: {message}")
+    ``attempts``: how many times the delivery was tried (its ``RetryPolicy`` ran out; 1 without one).
+    """
+
+    def __init__(
+        self, executor_id: str, error_type: str, message: str, traceback: str = "", attempts: int = 1
+    ) -> None:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"executor {executor_id!r} failed{tries}: {error_type}: {message}")
         self.executor_id = executor_id
         self.error_type = error_type
         self.message = message
         self.traceback = traceback
+        self.attempts = attempts
 
 
 class UnknownRequestError(WorkflowError, KeyError):

@@ -37,6 +37,7 @@ class EventType:
     EXECUTOR_INVOKED = "executor_invoked"
     EXECUTOR_COMPLETED = "executor_completed"
     EXECUTOR_FAILED = "executor_failed"
+    EXECUTOR_RETRY = "executor_retry"
     OUTPUT = "output"
     REQUEST_INFO = "request_info"
     CHECKPOINT_CREATED = "checkpoint_created"

@@ -9,40 +9,40 @@ to the loop as they happen.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
-import traceback
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from time import monotonic
+from typing import TYPE_CHECKING
 
-from .context import MISSING, ExecutorView, WorkflowContext
+from .attempts import deliver_with_policy, timed_out
+from .context import ExecutorView, WorkflowContext
+from .delivery import (
+    BatchFailed,
+    EventSink,
+    Found,
+    batch_failed,
+    call_on_thread,
+    handler_of,
+    invoke,
+    new_context,
+    no_handler,
+)
 from .events import EventType, WorkflowEvent
 from .handler_threads import default_threads
-from .outcome import DeliveryOutcome, FailureInfo
+from .outcome import DeliveryOutcome
 
 if TYPE_CHECKING:
     from .dispatch import ExecutorBatch, SuperstepWork
-    from .executor import Executor, HandlerSpec
+    from .executor import Executor
     from .handler_threads import HandlerThreads
     from .messages import Delivery
-
-EventSink = Callable[[WorkflowEvent], None]
-Found = tuple["HandlerSpec", Callable[..., Any]] | None
-
-
-class BatchFailed(Exception):
-    """A handler raised; carries its ``FailureInfo`` and delivery index (the original is ``__cause__``)."""
-
-    def __init__(self, info: FailureInfo, index: int) -> None:
-        super().__init__(f"{info.executor_id}: {info.error_type}: {info.message}")
-        self.info = info
-        self.index = index
 
 
 async def run_executor_batch(
     executors: Mapping[str, Executor],
     work: SuperstepWork,
     batch: ExecutorBatch,
+    view: ExecutorView,
     outcomes: list[DeliveryOutcome],
     emit: EventSink,
     threads: HandlerThreads | None = None,
@@ -51,12 +51,15 @@ async def run_executor_batch(
 
     Raises ``BatchFailed`` on the first handler exception (the outcome of the failed delivery, with ``error``
     set, is appended first so a remote caller can ship it back). Sync handlers run on ``threads`` (default:
-    the process-wide pool of ``engine/handler_threads.py``).
+    the process-wide pool of ``engine/handler_threads.py``). ``view`` is the executor's view of the state
+    (``ExecutorView(work.shared_state, its committed executor state)``), made by the dispatcher because it is
+    also the batch's ``AttemptClock``: the dispatcher watches it if the batch suspends (``engine/deadlines.py``).
     """
     executor_id = batch.executor_id
     executor = executors[executor_id]
     superstep, run_id, instance_id = work.superstep, work.run_id, work.instance_id
-    view = ExecutorView(work.shared_state, work.executor_states.get(executor_id, MISSING))
+    policy = work.policies.get(executor_id) if work.policies else None
+    retry, timeout = (policy.retry, policy.timeout) if policy is not None else (None, None)
     deliveries = batch.deliveries
     position, count = 0, len(deliveries)
     while position < count:
@@ -67,80 +70,70 @@ async def run_executor_batch(
         else:
             found = executor.response_handler_for(request.data, delivery.message)
         if found is not None and not found[0].is_async:
-            position = await _run_sync_stretch(executor, work, batch, position, view, outcomes, emit, threads)
+            if policy is None:
+                position = await _run_sync_stretch(
+                    executor, work, batch, position, view, outcomes, emit, threads
+                )
+            else:  # under a policy each delivery is an attempt of its own, on its own hop
+                position += 1
+                await deliver_with_policy(
+                    policy, work, executor_id, index, delivery, found, view, outcomes, emit, threads
+                )
             continue
         position += 1
         outcome = DeliveryOutcome(index, executor_id)
         outcomes.append(outcome)
         if found is None:
-            outcome.dropped = _no_handler(executor_id, delivery)
+            outcome.dropped = no_handler(executor_id, delivery)
             continue
         spec, bound = found
-        ctx = WorkflowContext(
-            executor_id, run_id, instance_id, superstep, list(delivery.source_ids), outcome, view
-        )
+        # the first attempt of an async handler runs here even under a policy: what fails goes to
+        # deliver_with_policy, which retries; success costs a snapshot and, with a timeout, a deadline
+        if retry is None:
+            saved = None
+        else:  # view.snapshot(), inlined
+            overlay = view.shared_overlay
+            saved = (overlay.copy() if overlay else None), view.executor_state, view.committed
+        ctx = WorkflowContext(executor_id, run_id, instance_id, superstep, delivery.source_ids, outcome, view)
         emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
         try:
             if request is None:
-                await (bound(delivery.message, ctx) if spec.takes_context else bound(delivery.message))
+                coro = bound(delivery.message, ctx) if spec.takes_context else bound(delivery.message)
             else:
-                await invoke(spec, bound, delivery, ctx)
+                coro = invoke(spec, bound, delivery, ctx)
+            if timeout is None:
+                await coro
+            else:  # within(), inlined: the hot path under a timeout; the view is the batch's clock
+                deadline = view.deadline = monotonic() + timeout  # view.start(timeout), inlined
+                if view.watchdog is not None and deadline < view.watchdog.when:
+                    view.watchdog.arm(deadline)
+                try:
+                    await coro
+                except asyncio.CancelledError:
+                    if not view.timed_out():
+                        raise
+                    raise timed_out(executor_id, timeout) from None
+                finally:
+                    view.deadline = None
         except Exception as exc:
-            raise batch_failed(outcome, exc, emit, superstep) from exc
+            if policy is None:
+                raise batch_failed(outcome, exc, emit, superstep) from exc
+            outcomes.remove(outcome)
+            await deliver_with_policy(
+                policy,
+                work,
+                executor_id,
+                index,
+                delivery,
+                found,
+                view,
+                outcomes,
+                emit,
+                threads,
+                (exc, saved),
+            )
+            continue
         emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))
-
-
-def handler_of(executor: Executor, delivery: Delivery) -> Found:
-    """The handler for a delivery: a response handler for an answer to a request, else by message type."""
-    request = delivery.request
-    if request is None:
-        return executor.handler_for(delivery.message)
-    return executor.response_handler_for(request.data, delivery.message)
-
-
-def invoke(spec: HandlerSpec, bound: Callable[..., Any], delivery: Delivery, ctx: WorkflowContext) -> Any:
-    """Call the handler: a coroutine for an async handler, the return value (ignored) of a sync one."""
-    request = delivery.request
-    if request is None:
-        return bound(delivery.message, ctx) if spec.takes_context else bound(delivery.message)
-    if spec.takes_context:
-        return bound(request.data, delivery.message, ctx)
-    return bound(request.data, delivery.message)
-
-
-def _context(
-    work: SuperstepWork, executor_id: str, delivery: Delivery, outcome: DeliveryOutcome, view: ExecutorView
-) -> WorkflowContext:
-    return WorkflowContext(
-        executor_id,
-        work.run_id,
-        work.instance_id,
-        work.superstep,
-        list(delivery.source_ids),
-        outcome,
-        view,
-    )
-
-
-def _no_handler(executor_id: str, delivery: Delivery) -> str:
-    return f"{executor_id} has no handler for {type(delivery.message).__name__}"
-
-
-def batch_failed(outcome: DeliveryOutcome, exc: Exception, emit: EventSink, superstep: int) -> BatchFailed:
-    """Record a handler's exception in its outcome, emit ``executor_failed``, and make the ``BatchFailed``."""
-    executor_id = outcome.executor_id
-    info = FailureInfo(executor_id, type(exc).__name__, str(exc), "".join(traceback.format_exception(exc)))
-    outcome.error = info
-    emit(
-        WorkflowEvent(
-            EventType.EXECUTOR_FAILED,
-            info.message,
-            executor_id=executor_id,
-            superstep=superstep,
-            details={"error_type": info.error_type},
-        )
-    )
-    return BatchFailed(info, outcome.index)
 
 
 async def _run_sync_stretch(
@@ -214,24 +207,14 @@ def _deliver_on_thread(
         outcome = DeliveryOutcome(index, executor_id)
         outcomes.append(outcome)
         if found is None:
-            outcome.dropped = _no_handler(executor_id, delivery)
+            outcome.dropped = no_handler(executor_id, delivery)
             continue
         spec, bound = found
-        ctx = _context(work, executor_id, delivery, outcome, view)
+        ctx = new_context(work, executor_id, delivery, outcome, view)
         emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
         try:
-            result = invoke(spec, bound, delivery, ctx)
-            if result is not None and inspect.isawaitable(
-                result
-            ):  # a sync function that returned a coroutine
-                asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+            call_on_thread(spec, bound, delivery, ctx, loop)
         except Exception as exc:
-            failed = batch_failed(outcome, exc, emit, superstep)
-            failed.__cause__ = exc
-            return failed
+            return batch_failed(outcome, exc, emit, superstep)
         emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))
     return None
-
-
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable

@@ -15,6 +15,7 @@ from typing import Any
 from . import codec
 from .context import WorkflowContext, context_output_types
 from .errors import WorkflowValidationError
+from .retry import INHERIT, RetryPolicy
 from .typing_utils import Matcher, is_catch_all, matcher_for
 
 _HANDLER_MARK = "__barrierflow_handler__"
@@ -30,9 +31,8 @@ class HandlerSpec:
     matches: Matcher
     output_types: tuple[Any, ...] | None  # None: undeclared, not type-checked
     takes_context: bool
-    is_async: bool = (
-        True  # a coroutine function; sync handlers run on a handler thread (engine/handler_threads.py)
-    )
+    is_async: bool = True  # sync handlers run on a handler thread (engine/handler_threads.py)
+    passes_request: bool = False  # a response handler given the whole PendingRequest, not its data
     request_type: Any = None  # response handlers: the original request's type
     matches_request: Matcher | None = None
 
@@ -123,7 +123,14 @@ class Executor:
 
     Instances must not keep run state in attributes: in distributed mode every worker process has its own
     instance. Persist per-executor state with ``ctx.get_executor_state()`` / ``ctx.set_executor_state()``.
+
+    ``retry`` (a ``RetryPolicy``) and ``timeout`` (seconds per attempt of one delivery) may be set as class
+    attributes; left unset, the ``WorkflowBuilder``'s defaults apply; ``None`` means none (no retries, no
+    time limit) whatever the builder says.
     """
+
+    retry: RetryPolicy | None = INHERIT
+    timeout: float | None = INHERIT
 
     def __init__(self, id: str | None = None) -> None:
         executor_id = id if id is not None else type(self).__name__
@@ -198,9 +205,18 @@ class Executor:
 class FunctionExecutor(Executor):
     """An executor made of one function ``(message[, ctx])``, sync or async; its return value is ignored."""
 
-    def __init__(self, func: Callable[..., Any], id: str | None = None, output: Any = None) -> None:
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        id: str | None = None,
+        output: Any = None,
+        retry: RetryPolicy | None = INHERIT,
+        timeout: float | None = INHERIT,
+    ) -> None:
         self._func = func
         self._output = output
+        self.retry = retry
+        self.timeout = timeout
         super().__init__(id if id is not None else func.__name__)
 
     def _discover(self) -> None:
@@ -211,10 +227,17 @@ class FunctionExecutor(Executor):
         return self._func(*args, **kwargs)
 
 
-def executor(func: Callable[..., Any] | None = None, *, id: str | None = None, output: Any = None) -> Any:
-    """Turn a function into an executor: ``@executor`` or ``@executor(id="reverse", output=str)``."""
+def executor(
+    func: Callable[..., Any] | None = None,
+    *,
+    id: str | None = None,
+    output: Any = None,
+    retry: RetryPolicy | None = INHERIT,
+    timeout: float | None = INHERIT,
+) -> Any:
+    """Turn a function into an executor: ``@executor`` or ``@executor(id="score", retry=..., timeout=5.0)``."""
 
     def wrap(f: Callable[..., Any]) -> FunctionExecutor:
-        return FunctionExecutor(f, id=id, output=output)
+        return FunctionExecutor(f, id=id, output=output, retry=retry, timeout=timeout)
 
     return wrap(func) if func is not None else wrap

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .edges import DirectEdge, EdgeGroup, FanInEdges, SwitchCaseEdges
 from .executor import Executor, FunctionExecutor
+from .retry import DeliveryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class Graph:
     #: fan-in group by its target id
     fan_in: Mapping[str, FanInEdges] = field(default_factory=dict)
     signature: str = ""
+    #: retries and timeouts by executor id (executors with neither are not listed)
+    policies: Mapping[str, DeliveryPolicy] = field(default_factory=dict)
 
 
 def _type_name(annotation: object) -> str:

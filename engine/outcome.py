@@ -7,7 +7,7 @@ It is a plain registered dataclass so a Celery worker can send it back as msgpac
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import codec
@@ -24,9 +24,10 @@ class FailureInfo:
     error_type: str
     message: str
     traceback: str = ""
+    attempts: int = 1  # how many attempts the delivery had (its RetryPolicy's, or 1)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DeliveryOutcome:
     """Effects of one delivery, in the order the handler caused them.
 
@@ -37,13 +38,35 @@ class DeliveryOutcome:
 
     index: int
     executor_id: str
-    sent: list[tuple[Any, str | None]] = field(default_factory=list)
-    emitted: list[WorkflowEvent] = field(default_factory=list)
-    requests: list[PendingRequest] = field(default_factory=list)
-    state_writes: list[tuple[str, Any, bool]] = field(default_factory=list)
-    executor_state: list[Any] = field(default_factory=list)
-    dropped: str | None = None  # why the delivery found no handler
-    error: FailureInfo | None = None
+    sent: list[tuple[Any, str | None]]
+    emitted: list[WorkflowEvent]
+    requests: list[PendingRequest]
+    state_writes: list[tuple[str, Any, bool]]
+    executor_state: list[Any]
+    dropped: str | None  # why the delivery found no handler
+    error: FailureInfo | None
+
+    def __init__(  # written out: one is made per delivery, and list literals beat default factories
+        self,
+        index: int,
+        executor_id: str,
+        sent: list[tuple[Any, str | None]] | None = None,
+        emitted: list[WorkflowEvent] | None = None,
+        requests: list[PendingRequest] | None = None,
+        state_writes: list[tuple[str, Any, bool]] | None = None,
+        executor_state: list[Any] | None = None,
+        dropped: str | None = None,
+        error: FailureInfo | None = None,
+    ) -> None:
+        self.index = index
+        self.executor_id = executor_id
+        self.sent = [] if sent is None else sent
+        self.emitted = [] if emitted is None else emitted
+        self.requests = [] if requests is None else requests
+        self.state_writes = [] if state_writes is None else state_writes
+        self.executor_state = [] if executor_state is None else executor_state
+        self.dropped = dropped
+        self.error = error
 
 
 def _describe_event(event: WorkflowEvent) -> str:

@@ -65,7 +65,7 @@ async def route(
                         touched.append(group)
                     buffered = True
             for target in targets:
-                if executors[target].can_handle(message):
+                if executors[target].handler_for(message) is not None:  # can_handle(), one call less
                     deliveries.append(Delivery(target, message, (source,)))
                 else:
                     routed.dropped.append(f"{source} -> {target}: no handler for {type(message).__name__}")

@@ -105,7 +105,11 @@ class SuperstepRunner:
             failure = result.failure
             if failure is not None:
                 error = ExecutorFailedError(
-                    failure.executor_id, failure.error_type, failure.message, failure.traceback
+                    failure.executor_id,
+                    failure.error_type,
+                    failure.message,
+                    failure.traceback,
+                    failure.attempts,
                 )
                 raise error from result.exception
             for event in await self._commit(superstep, result.outcomes):  # the barrier
@@ -141,6 +145,7 @@ class SuperstepRunner:
             executor_states=state.executor_states,
             lease_token=who.lease.token,
             epoch=who.lease.epoch,
+            policies=self.graph.policies,
         )
         result = await self.dispatcher.run_superstep(self.graph.executors, work, emit)
         if len(batches) > 1:

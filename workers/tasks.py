@@ -142,6 +142,7 @@ class WorkerProcess:
             executor_states=executor_states,
             lease_token=envelope.token,
             epoch=envelope.epoch,
+            policies=graph.policies,  # retries and timeouts run here, inside the task
         )
         events: list[Any] = []
         try:
