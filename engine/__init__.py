@@ -33,6 +33,7 @@ from .registry import register_workflow
 from .retry import RetryPolicy
 from .run_session import WorkflowStream
 from .store import Store
+from .subworkflow import WorkflowExecutor
 from .workflow import Workflow
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "WorkflowContext",
     "WorkflowError",
     "WorkflowEvent",
+    "WorkflowExecutor",
     "WorkflowNotIdleError",
     "WorkflowRunInProgressError",
     "WorkflowStream",

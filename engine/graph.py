@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .edges import DirectEdge, EdgeGroup, FanInEdges, SwitchCaseEdges
 from .executor import Executor, FunctionExecutor
@@ -33,22 +34,14 @@ def _type_name(annotation: object) -> str:
 
 
 def graph_signature(start_id: str, executors: Mapping[str, Executor], groups: tuple[EdgeGroup, ...]) -> str:
-    """A hash of the graph's shape: executor ids, kinds and handler types, and the edges.
+    """A hash of the graph's shape: executor ids, kinds and handler types, the edges, and sub-workflows' graphs.
 
-    Checkpoints and worker tasks carry it, so state made by one graph is never run by a different one.
+    Checkpoints and worker tasks carry it, so state made by one graph is never run by a different one. A
+    ``WorkflowExecutor`` adds its child graph's signature (its state holds child state of that shape).
     """
     shape = {
         "start": start_id,
-        "executors": sorted(
-            [
-                eid,
-                type(ex).__qualname__
-                if not isinstance(ex, FunctionExecutor)
-                else f"fn:{ex._func.__qualname__}",
-                sorted(_type_name(s.message_type) for s in ex.handler_specs),
-            ]
-            for eid, ex in executors.items()
-        ),
+        "executors": sorted(_executor_shape(eid, ex) for eid, ex in executors.items()),
         "edges": [
             [
                 group.kind,
@@ -63,23 +56,51 @@ def graph_signature(start_id: str, executors: Mapping[str, Executor], groups: tu
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _executor_shape(executor_id: str, executor: Executor) -> list[Any]:
+    kind = (
+        f"fn:{executor._func.__qualname__}"
+        if isinstance(executor, FunctionExecutor)
+        else type(executor).__qualname__
+    )
+    shape = [executor_id, kind, sorted(_type_name(s.message_type) for s in executor.handler_specs)]
+    subgraph = getattr(executor, "subgraph", None)
+    if subgraph is not None:  # only then: graphs without sub-workflows keep the signatures they always had
+        shape.append(subgraph.signature)
+    return shape
+
+
 def mermaid(graph: Graph) -> str:
-    """A Mermaid flowchart of the graph (``flowchart TD``); node ids are stable across processes."""
-    node = {eid: f"n{i}" for i, eid in enumerate(graph.executors)}
+    """A Mermaid flowchart of the graph (``flowchart TD``); node ids are stable across processes.
+
+    A sub-workflow is drawn as a subgraph holding its child graph; edges to and from it attach to the subgraph.
+    """
     lines = ["flowchart TD"]
-    for eid in graph.executors:
+    _mermaid_body(graph, "", "  ", lines)
+    return "\n".join(lines)
+
+
+def _mermaid_body(graph: Graph, prefix: str, indent: str, lines: list[str]) -> None:
+    node = {eid: f"{prefix}n{i}" for i, eid in enumerate(graph.executors)}
+    for eid, executor in graph.executors.items():
         label = eid.replace('"', "'")
-        lines.append(f'  {node[eid]}[["{label}"]]' if eid == graph.start_id else f'  {node[eid]}["{label}"]')
+        subgraph = getattr(executor, "subgraph", None)
+        if subgraph is not None:
+            lines.append(f'{indent}subgraph {node[eid]} ["{label}"]')
+            _mermaid_body(subgraph, f"{node[eid]}_", indent + "  ", lines)
+            lines.append(f"{indent}end")
+        elif eid == graph.start_id:
+            lines.append(f'{indent}{node[eid]}[["{label}"]]')
+        else:
+            lines.append(f'{indent}{node[eid]}["{label}"]')
     for group in graph.groups:
         if isinstance(group, FanInEdges):
-            lines.extend(f"  {node[s]} -- fan-in --> {node[group.target]}" for s in group.sources)
+            lines.extend(f"{indent}{node[s]} -- fan-in --> {node[group.target]}" for s in group.sources)
         elif isinstance(group, SwitchCaseEdges):
             for i, (condition, target) in enumerate(group.cases):
                 label = f"case {i}" if condition is not None else "default"
-                lines.append(f"  {node[group.source]} -- {label} --> {node[target]}")
+                lines.append(f"{indent}{node[group.source]} -- {label} --> {node[target]}")
         elif isinstance(group, DirectEdge):
             arrow = " -. conditional .-> " if group.condition is not None else " --> "
-            lines.append(f"  {node[group.source]}{arrow}{node[group.target]}")
+            lines.append(f"{indent}{node[group.source]}{arrow}{node[group.target]}")
         else:
-            lines.extend(f"  {node[group.source]} -- fan-out --> {node[t]}" for t in group.targets)
-    return "\n".join(lines)
+            lines.extend(f"{indent}{node[group.source]} -- fan-out --> {node[t]}" for t in group.targets)

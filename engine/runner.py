@@ -9,7 +9,7 @@ at the last barrier, with the superstep's inputs still queued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from . import codec
@@ -19,7 +19,7 @@ from .errors import ConvergenceError, ExecutorFailedError, SerializationError
 from .events import EventType, WorkflowEvent
 from .graph import Graph
 from .instance_state import Changes, Identity, InstanceState, commit
-from .messages import Delivery
+from .messages import Delivery, PendingRequest
 from .outcome import DeliveryOutcome, unencodable_effect
 from .routing import route
 from .store import Store, lease_lost_error
@@ -36,8 +36,13 @@ def plan(deliveries: list[Delivery]) -> list[ExecutorBatch]:
     return list(batches.values())
 
 
-def barrier_changes(outcomes: list[DeliveryOutcome], state: InstanceState) -> Changes:
-    """Merge the outcomes' writes in delivery order (later wins) and collect new pending requests."""
+def barrier_changes(
+    outcomes: list[DeliveryOutcome], pending_requests: Mapping[str, PendingRequest]
+) -> Changes:
+    """Merge the outcomes' writes in delivery order (later wins) and add new requests to ``pending_requests``.
+
+    ``Changes.pending_requests`` stays ``None`` when no request was made (the pending set is unchanged).
+    """
     changes = Changes()
     shared = changes.shared
     pending = None
@@ -51,7 +56,7 @@ def barrier_changes(outcomes: list[DeliveryOutcome], state: InstanceState) -> Ch
             changes.executor_sets[outcome.executor_id] = outcome.executor_state[0]
         if outcome.requests:
             if pending is None:
-                pending = dict(state.pending_requests)
+                pending = dict(pending_requests)
             for request in outcome.requests:
                 pending[request.request_id] = request
     changes.pending_requests = pending
@@ -156,7 +161,7 @@ class SuperstepRunner:
         """The barrier: merge writes in delivery order, route, write the checkpoint, then emit its events."""
         state, who = self.state, self.who
         routed = await route(self.graph, outcomes, state.fan_in_buffers)
-        changes = barrier_changes(outcomes, state)
+        changes = barrier_changes(outcomes, state.pending_requests)
         changes.superstep = superstep
         changes.messages = routed.deliveries
         changes.fan_in_buffers = routed.fan_in_buffers

@@ -14,13 +14,14 @@ from barrierflow.engine.registry import workflow_factory
 from examples.approval_flow import MAX_REVISIONS, ApprovalRequest, Decision, approval_flow
 from examples.document_pipeline import Document, Report, document_pipeline
 from examples.iterative_loop import Solved, guess_the_number
+from examples.resilient_pipeline import ReviewRequest, resilient_pipeline
 from examples.text_pipeline import text_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_example_is_registered_under_its_builder_name() -> None:
-    for factory in (text_pipeline, document_pipeline, approval_flow, guess_the_number):
+    for factory in (text_pipeline, document_pipeline, approval_flow, guess_the_number, resilient_pipeline):
         name = factory().name
         assert workflow_factory(name) is factory
         assert register_workflow(factory) is factory  # registering the same factory again is harmless
@@ -183,6 +184,66 @@ async def test_guess_the_number_keeps_executor_state_across_workers_tasks(
     assert (solved.secret, solved.attempts) == (37, 3)
 
 
+async def test_resilient_pipeline_retries_the_flaky_fetch_then_the_review_sub_workflow_asks() -> None:
+    store = MemoryStore()
+    wf = resilient_pipeline().build(instance_id="article-1", store=store)
+    paused = await wf.run("https://example.org/flaky")
+    retries = [e.details for e in paused.events if e.type == EventType.EXECUTOR_RETRY]
+    assert [(d["attempt"], d["error_type"]) for d in retries] == [
+        (1, "ConnectionError"),
+        (2, "ConnectionError"),
+    ]
+    assert paused.status is RunState.IDLE_WITH_PENDING_REQUESTS
+    [(request_id, asked)] = paused.pending_requests.items()
+    assert asked.executor_id == "review"  # the sub-workflow's question is the pipeline's pending request
+    assert asked.data == ReviewRequest("Flaky", "All about flaky.")
+    again = resilient_pipeline().build(instance_id="article-1", store=store)  # another handle resumes it
+    done = await again.run(responses={request_id: True})
+    assert done.outputs == ["published: Flaky"]
+    assert done.status is RunState.IDLE
+
+
+async def test_resilient_pipeline_cuts_off_a_hanging_fetch_and_gives_up_on_a_dead_service() -> None:
+    slow = await resilient_pipeline().build().run("https://example.org/slow")
+    [retry] = [e.details for e in slow.events if e.type == EventType.EXECUTOR_RETRY]
+    assert retry["error_type"] == "TimeoutError"
+    assert slow.status is RunState.IDLE_WITH_PENDING_REQUESTS
+    with pytest.raises(ExecutorFailedError) as caught:
+        await resilient_pipeline().build().run("https://example.org/down")
+    assert (caught.value.executor_id, caught.value.attempts) == ("fetch", 4)
+
+
+def test_resilient_pipeline_review_is_answered_from_another_process(
+    redis_url: str, real_redis_prefix: str
+) -> None:
+    """Two CLI processes over Redis: the first fetches (with retries) and stops at the review; the second
+    answers, and the sub-workflow execution that asked continues from the parent's checkpoint."""
+    import json
+
+    from tests.cli.conftest import barrierflow_argv
+
+    def cli(*args: str) -> list[dict]:
+        proc = subprocess.run(
+            [*barrierflow_argv(), "run", "examples.resilient_pipeline:resilient_pipeline", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    where = ["--instance", "article-cli", "--redis", redis_url, "--prefix", real_redis_prefix]
+    first = cli("--input", '"https://example.org/flaky"', *where)
+    assert [r["details"]["attempt"] for r in first if r["type"] == "executor_retry"] == [1, 2]
+    [pending] = [r for r in first if r["type"] == "pending_request"]
+    assert pending["data"]["title"] == "Flaky"
+    second = cli(*where, "--respond", f"{pending['request_id']}=false")
+    assert second[-1]["status"] == "idle"
+    assert second[-1]["outputs"] == ["rejected: Flaky"]
+
+
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
@@ -190,6 +251,7 @@ async def test_guess_the_number_keeps_executor_state_across_workers_tasks(
         ("examples.document_pipeline", "analysers: ['word_count', 'keywords', 'summary']"),
         ("examples.approval_flow", "published after 2 revision(s)"),
         ("examples.iterative_loop", "found 37 in 3 guesses"),
+        ("examples.resilient_pipeline", "attempt 1 failed (TimeoutError)"),
     ],
 )
 def test_every_example_runs_as_a_script(module: str, expected: str) -> None:
