@@ -14,7 +14,8 @@ barrier), until it is idle. What comes out:
 
 An execution that still waits for answers is kept in this executor's *executor state* (so the parent's
 checkpoint holds it and a parent resumed in another process continues it): ``{"executions": {id:
-ChildExecution}, "requests": {request id: execution id}}``. It lives at the parent's barriers only: nothing of a
+ChildExecution}, "requests": {request id: execution id}}``, an execution's id being the first of the request ids
+it waits for (no randomness: the same run makes the same checkpoints, in process or on workers). It lives at the parent's barriers only: nothing of a
 child execution is kept anywhere else, so a failed attempt or superstep of the parent leaves no trace of it
 either. Nesting works to any depth: a child graph may contain ``WorkflowExecutor``s.
 
@@ -26,7 +27,6 @@ and this executor's own ``RetryPolicy`` then applies to the whole execution.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -109,7 +109,7 @@ class WorkflowExecutor(Executor):
 
     async def _start(self, message: Any, ctx: WorkflowContext) -> None:
         execution = ChildExecution(messages=[Delivery(self.subgraph.start_id, message, (INPUT_SOURCE,))])
-        await self._continue(os.urandom(8).hex(), execution, ctx)
+        await self._continue(None, execution, ctx)
 
     async def _answer(self, request: PendingRequest, answer: Any, ctx: WorkflowContext) -> None:
         state = ctx.get_executor_state() or {}
@@ -125,8 +125,11 @@ class WorkflowExecutor(Executor):
 
     # -- running the child ---------------------------------------------------------------------------------------
 
-    async def _continue(self, execution_id: str, execution: ChildExecution, ctx: WorkflowContext) -> None:
-        """Run the execution until it is idle, pass on what it produced, and keep it if it waits for answers."""
+    async def _continue(self, kept_as: str | None, execution: ChildExecution, ctx: WorkflowContext) -> None:
+        """Run the execution until it is idle, pass on what it produced, and keep it if it waits for answers.
+
+        ``kept_as``: the id it was kept under so far (``None`` for a new execution).
+        """
         graph = self.subgraph
         for _ in range(graph.max_supersteps):
             if not execution.messages:
@@ -138,23 +141,21 @@ class WorkflowExecutor(Executor):
                     f"sub-workflow {graph.name!r} of executor {self.id!r} reached max_supersteps="
                     f"{graph.max_supersteps} with {len(execution.messages)} message(s) still queued"
                 )
-        state = ctx.get_executor_state()
-        if not execution.pending_requests and not (state and execution_id in state["executions"]):
+        if not execution.pending_requests and kept_as is None:
             return  # nothing was kept for it and nothing needs keeping: leave the state as it is
-        state = state or {"executions": {}, "requests": {}}
-        requests = {rid: eid for rid, eid in state["requests"].items() if eid != execution_id}
-        for request_id in execution.pending_requests:
-            if request_id in requests:
-                raise WorkflowError(
-                    f"sub-workflow executor {self.id!r}: two of its executions wait for request {request_id!r}; "
-                    "give each request_info call a request id of its own"
-                )
-            requests[request_id] = execution_id
-        executions = dict(state["executions"])
+        state = ctx.get_executor_state() or {"executions": {}, "requests": {}}
+        executions = {eid: e for eid, e in state["executions"].items() if eid != kept_as}
+        requests = {rid: eid for rid, eid in state["requests"].items() if eid != kept_as}
         if execution.pending_requests:
+            execution_id = min(execution.pending_requests)
+            for request_id in execution.pending_requests:
+                if request_id in requests:
+                    raise WorkflowError(
+                        f"sub-workflow executor {self.id!r}: two of its executions wait for request "
+                        f"{request_id!r}; give each request_info call a request id of its own"
+                    )
+                requests[request_id] = execution_id
             executions[execution_id] = execution
-        else:
-            executions.pop(execution_id, None)
         ctx.set_executor_state({"executions": executions, "requests": requests})
 
     async def _superstep(self, execution: ChildExecution, ctx: WorkflowContext) -> None:

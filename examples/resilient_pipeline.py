@@ -121,7 +121,9 @@ async def summarise(article: Article, ctx: WorkflowContext[Draft]) -> None:
 class AskReviewer(Executor):
     @handler
     async def on_draft(self, draft: Draft, ctx: WorkflowContext) -> None:
-        await ctx.request_info(ReviewRequest(draft.title, draft.summary), bool)
+        await ctx.request_info(
+            ReviewRequest(draft.title, draft.summary), bool, request_id=f"review-{draft.title}"
+        )
 
     @response_handler
     async def on_answer(self, original_request: ReviewRequest, approved: bool, ctx: WorkflowContext) -> None:

@@ -20,8 +20,11 @@ from barrierflow.engine import (
     Case,
     Default,
     Executor,
+    RetryPolicy,
     WorkflowBuilder,
     WorkflowContext,
+    WorkflowEvent,
+    WorkflowExecutor,
     executor,
     handler,
     response_handler,
@@ -337,6 +340,101 @@ def bfw_output_lambda() -> WorkflowBuilder:
     return WorkflowBuilder(name="bfw_output_lambda", start_executor=yields_code)
 
 
+# -- retries and timeouts, run inside the worker ------------------------------------------------------------------
+
+
+def attempt(ctx: WorkflowContext, name: str) -> int:
+    """Count this handler's attempts for this instance in the side channel (attempts run in other processes)."""
+    return int(side().incr(side_key(ctx.instance_id, f"attempts:{name}")))
+
+
+@executor(id="retried", retry=RetryPolicy(max_attempts=4, initial_backoff=0.05, multiplier=2.0, jitter=False))
+async def retried(job: dict, ctx: WorkflowContext) -> None:
+    """Leaves every kind of effect, then fails on its first ``fail`` attempts; its last attempt's effects stay."""
+    n = attempt(ctx, "retried")
+    ctx.set_state("writer", n)
+    ctx.set_executor_state({"attempt": n, "seen": (ctx.get_executor_state() or {}).get("seen", 0) + 1})
+    await ctx.add_event(WorkflowEvent("progress", n))
+    await ctx.yield_output(f"attempt {n}")
+    await ctx.send_message(f"sent by attempt {n}")
+    if n <= job["fail"]:
+        raise ConnectionError(f"attempt {n} failed")
+
+
+@register_workflow
+def bfw_retry() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_retry", start_executor=retried).add_edge(retried, record)
+
+
+@executor(id="slow_async", retry=RetryPolicy(max_attempts=2, initial_backoff=0), timeout=0.5)
+async def slow_async(text: str, ctx: WorkflowContext) -> None:
+    n = attempt(ctx, "slow_async")
+    if n == 1:
+        await asyncio.sleep(60)  # cancelled at the deadline, inside the worker
+    await ctx.yield_output(f"async {text} on attempt {n}")
+
+
+@executor(id="slow_sync", retry=RetryPolicy(max_attempts=2, initial_backoff=0), timeout=0.5)
+def slow_sync(text: str, ctx: WorkflowContext) -> None:
+    n = attempt(ctx, "slow_sync")
+    if n == 1:
+        time.sleep(2.0)  # abandoned at the deadline: runs on, discarded, on its handler thread
+    ctx.set_state("sync-attempt", n)
+    ctx.yield_output(f"sync {text} on attempt {n}")
+
+
+@register_workflow
+def bfw_timeouts() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_timeouts", start_executor=fork).add_fan_out_edges(
+        fork, [slow_async, slow_sync]
+    )
+
+
+@executor(id="backs_off", retry=RetryPolicy(max_attempts=3, initial_backoff=1.5, jitter=False))
+async def backs_off(item: str, ctx: WorkflowContext) -> None:
+    """Fails its first attempt, then backs off for several of the coordinator's re-send deadlines."""
+    n = attempt(ctx, "backs_off")
+    side().rpush(side_key(ctx.instance_id, "pids"), os.getpid())
+    ctx.set_state("effects", [*ctx.get_state("effects", []), item])
+    ctx.set_executor_state(ctx.get_executor_state(0) + 1)
+    if n == 1:
+        raise ConnectionError("the first attempt fails")
+    await ctx.yield_output(f"{item} after {n} attempts")
+
+
+@register_workflow
+def bfw_backoff() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_backoff", start_executor=backs_off)
+
+
+# -- a sub-workflow, run inside the worker that handles the delivery ------------------------------------------------
+
+
+class ChildAsk(Executor):
+    @handler
+    async def on_text(self, text: str, ctx: WorkflowContext) -> None:
+        side().rpush(side_key(ctx.instance_id, "child-pids"), os.getpid())
+        ctx.set_executor_state(text)
+        await ctx.request_info(f"approve {text}?", bool, request_id=f"child-{text}")
+
+    @response_handler
+    async def on_answer(self, question: str, approved: bool, ctx: WorkflowContext) -> None:
+        side().rpush(side_key(ctx.instance_id, "child-pids"), os.getpid())
+        await ctx.yield_output(f"{ctx.get_executor_state()}: {'approved' if approved else 'refused'}")
+
+
+def child_review() -> WorkflowBuilder:
+    return WorkflowBuilder(name="bfw_child_review", start_executor=ChildAsk(id="child_ask"))
+
+
+@register_workflow
+def bfw_sub() -> WorkflowBuilder:
+    review = WorkflowExecutor(child_review(), id="review")
+    return (
+        WorkflowBuilder(name="bfw_sub", start_executor=fork).add_edge(fork, review).add_edge(review, record)
+    )
+
+
 WORKFLOWS: dict[str, Any] = {
     "bfw_fan": bfw_fan,
     "bfw_switch": bfw_switch,
@@ -345,6 +443,9 @@ WORKFLOWS: dict[str, Any] = {
     "bfw_fuse": bfw_fuse,
     "bfw_effects": bfw_effects,
     "bfw_long": bfw_long,
+    "bfw_retry": bfw_retry,
+    "bfw_timeouts": bfw_timeouts,
+    "bfw_sub": bfw_sub,
 }
 
 

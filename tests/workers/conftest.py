@@ -32,6 +32,7 @@ IMPORTS = ",".join(
         "examples.document_pipeline",
         "examples.approval_flow",
         "examples.iterative_loop",
+        "examples.resilient_pipeline",
     ]
 )
 

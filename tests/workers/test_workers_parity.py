@@ -21,10 +21,16 @@ from barrierflow.workers import CeleryDispatcher
 from examples.approval_flow import approval_flow
 from examples.document_pipeline import Document, document_pipeline
 from examples.iterative_loop import guess_the_number
+from examples.resilient_pipeline import resilient_pipeline
 from examples.text_pipeline import text_pipeline
 from tests import workflows_for_workers as flows
 
-LIVE = {EventType.EXECUTOR_INVOKED, EventType.EXECUTOR_COMPLETED, EventType.EXECUTOR_FAILED}
+LIVE = {
+    EventType.EXECUTOR_INVOKED,
+    EventType.EXECUTOR_COMPLETED,
+    EventType.EXECUTOR_FAILED,
+    EventType.EXECUTOR_RETRY,  # its delay is jittered: compared as (type, superstep) like the others
+}
 RANDOM_DATA = {EventType.CHECKPOINT_CREATED, EventType.STARTED}
 
 Step = tuple[Any, ...]
@@ -44,6 +50,14 @@ SCENARIOS: dict[str, tuple[Callable[[], WorkflowBuilder], list[Step]]] = {
     ),
     "example_approval_flow": (approval_flow, [("run", "docs"), ("answer_all", False), ("answer_all", True)]),
     "example_iterative_loop": (guess_the_number, [("run", 37)]),
+    "retries": (flows.bfw_retry, [("run", {"fail": 2})]),
+    "retries_run_out": (flows.bfw_retry, [("run", {"fail": 9})]),
+    "timeouts_async_and_sync": (flows.bfw_timeouts, [("run", "t")]),
+    "sub_workflow_asks_through_the_parent": (flows.bfw_sub, [("run", "s"), ("respond", {"child-s": True})]),
+    "example_resilient_pipeline": (
+        resilient_pipeline,
+        [("run", "https://example.org/flaky"), ("answer_all", False)],
+    ),
 }
 
 
