@@ -30,7 +30,7 @@ def readme_blocks() -> dict[str, str]:
     return blocks
 
 
-CHECKED = {"hello_flow.py", "coordinator.py", "test_hello_flow.py"}
+CHECKED = {"hello_flow.py", "coordinator.py", "test_hello_flow.py", "resilient_flow.py"}
 
 
 def test_every_block_is_checked() -> None:
@@ -59,10 +59,11 @@ def run_python(
     return result
 
 
-def test_hello_flow_prints_what_its_comment_says(blocks_dir: Path) -> None:
-    code = (blocks_dir / "hello_flow.py").read_text()
+@pytest.mark.parametrize("script", ["hello_flow.py", "resilient_flow.py"])
+def test_a_script_prints_what_its_comment_says(blocks_dir: Path, script: str) -> None:
+    code = (blocks_dir / script).read_text()
     [promised] = re.findall(r"print\(.*\)  # (.*)$", code, re.MULTILINE)
-    assert run_python(["hello_flow.py"], blocks_dir).stdout.strip() == promised
+    assert run_python([script], blocks_dir).stdout.strip() == promised
 
 
 def test_the_testing_section_file_passes_with_the_plugin(blocks_dir: Path) -> None:
