@@ -55,7 +55,7 @@ import sys
 import threading
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum, Flag
@@ -631,6 +631,17 @@ def _serialization_error(value: Any, exc: Exception) -> SerializationError:
     is_type = isinstance(bad, type) or typing.get_origin(bad) is not None
     label = f"type object {bad!r}" if is_type else f"value of type {_type_label(bad)}"
     return SerializationError(f"cannot encode {label} at {_short_path(path)}: {reason}")
+
+
+def first_unencodable(suspects: Iterable[tuple[str, Any]], prefix: str = "") -> SerializationError | None:
+    """Slow path, once encoding a whole failed: ``(where, value)`` pairs tried in order; the first that fails
+    gives ``SerializationError("{prefix}{where}: {why}")``, so the message names the thing in the user's terms."""
+    for where, value in suspects:
+        try:
+            encode(value)
+        except SerializationError as exc:
+            return SerializationError(f"{prefix}{where}: {exc}")
+    return None
 
 
 def _short_repr(key: Any) -> str:

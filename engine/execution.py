@@ -19,7 +19,6 @@ from .context import ExecutorView, WorkflowContext
 from .delivery import (
     BatchFailed,
     EventSink,
-    Found,
     batch_failed,
     call_on_thread,
     handler_of,
@@ -32,8 +31,11 @@ from .handler_threads import default_threads
 from .outcome import DeliveryOutcome
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from .dispatch import ExecutorBatch, SuperstepWork
-    from .executor import Executor
+    from .executor import Executor, HandlerSpec
     from .handler_threads import HandlerThreads
     from .messages import Delivery
 
@@ -152,12 +154,12 @@ async def _run_sync_stretch(
     handler it is in; nothing it did afterwards is looked at.
     """
     deliveries = batch.deliveries
-    stretch: list[tuple[int, Delivery, Found]] = []
+    stretch: list[tuple[int, Delivery, tuple[HandlerSpec, Callable[..., Any]]]] = []
     position = start
-    while position < len(deliveries):
+    while position < len(deliveries):  # up to the next async handler, or a delivery no handler takes
         index, delivery = deliveries[position]
         found = handler_of(executor, delivery)
-        if found is not None and found[0].is_async:
+        if found is None or found[0].is_async:
             break
         stretch.append((index, delivery, found))
         position += 1
@@ -189,7 +191,7 @@ async def _run_sync_stretch(
 
 
 def _deliver_on_thread(
-    stretch: list[tuple[int, Delivery, Found]],
+    stretch: list[tuple[int, Delivery, tuple[HandlerSpec, Callable[..., Any]]]],
     work: SuperstepWork,
     executor_id: str,
     view: ExecutorView,
@@ -201,19 +203,16 @@ def _deliver_on_thread(
     """On a handler thread: deliver a stretch of sync deliveries in order. The first failure ends it, and so
     does ``stop`` (nobody waits for the rest)."""
     superstep = work.superstep
-    for index, delivery, found in stretch:
+    for index, delivery, (spec, bound) in stretch:
         if stop.is_set():
             return None
         outcome = DeliveryOutcome(index, executor_id)
         outcomes.append(outcome)
-        if found is None:
-            outcome.dropped = no_handler(executor_id, delivery)
-            continue
-        spec, bound = found
-        ctx = new_context(work, executor_id, delivery, outcome, view)
         emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
         try:
-            call_on_thread(spec, bound, delivery, ctx, loop)
+            call_on_thread(
+                spec, bound, delivery, new_context(work, executor_id, delivery, outcome, view), loop
+            )
         except Exception as exc:
             return batch_failed(outcome, exc, emit, superstep)
         emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))

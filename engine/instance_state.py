@@ -164,9 +164,4 @@ def _in_user_terms(error: SerializationError, cp: HeadFields, changes: Changes) 
     suspects += [(f"shared state key {key!r}", value) for key, value in changes.shared.sets.items()]
     suspects += [(f"the executor state of {eid!r}", value) for eid, value in changes.executor_sets.items()]
     suspects += [(f"the data of request {rid!r}", r.data) for rid, r in cp.pending_requests.items()]
-    for where, value in suspects:
-        try:
-            codec.encode(value)
-        except SerializationError as inner:
-            return SerializationError(f"checkpoint of superstep {cp.superstep}: {where}: {inner}")
-    return error
+    return codec.first_unencodable(suspects, f"checkpoint of superstep {cp.superstep}: ") or error

@@ -95,9 +95,4 @@ def unencodable_effect(outcomes: Iterable[DeliveryOutcome]) -> SerializationErro
             (f"shared state key {key!r} written by {sender!r}", v) for key, v, _ in outcome.state_writes
         ]
         suspects += [(f"the executor state of {sender!r}", value) for value in outcome.executor_state]
-    for where, value in suspects:
-        try:
-            codec.encode(value)
-        except SerializationError as exc:
-            return SerializationError(f"{where}: {exc}")
-    return None
+    return codec.first_unencodable(suspects)

@@ -218,21 +218,12 @@ def test_resilient_pipeline_review_is_answered_from_another_process(
 ) -> None:
     """Two CLI processes over Redis: the first fetches (with retries) and stops at the review; the second
     answers, and the sub-workflow execution that asked continues from the parent's checkpoint."""
-    import json
-
-    from tests.cli.conftest import barrierflow_argv
+    from tests.cli.conftest import json_lines, run_cli
 
     def cli(*args: str) -> list[dict]:
-        proc = subprocess.run(
-            [*barrierflow_argv(), "run", "examples.resilient_pipeline:resilient_pipeline", *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = run_cli("run", "examples.resilient_pipeline:resilient_pipeline", *args)
         assert proc.returncode == 0, proc.stderr
-        return [json.loads(line) for line in proc.stdout.splitlines()]
+        return json_lines(proc.stdout)
 
     where = ["--instance", "article-cli", "--redis", redis_url, "--prefix", real_redis_prefix]
     first = cli("--input", '"https://example.org/flaky"', *where)
