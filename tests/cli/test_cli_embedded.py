@@ -216,7 +216,8 @@ BAD_INPUT = [
         2,
         "say which workflow of 'examples' to run, as MODULE:FACTORY; its workflows: "
         "examples.approval_flow:approval_flow, examples.document_pipeline:document_pipeline, "
-        "examples.iterative_loop:guess_the_number, examples.text_pipeline:text_pipeline",
+        "examples.iterative_loop:guess_the_number, examples.resilient_pipeline:resilient_pipeline, "
+        "examples.text_pipeline:text_pipeline",
     ),
     (["run", "json", "--input", "1"], 2, "'json' defines no workflow"),
     (["run", "json:nope", "--input", "1"], 2, "'json' defines no workflow"),
