@@ -2,7 +2,8 @@
 
 Each attempt starts from the view the delivery started with and records into an outcome of its own, so a failed
 attempt leaves no trace: its sends, state writes, outputs, events and requests are dropped with its outcome, and
-the view is restored. Only the successful attempt's outcome (or the last failed one's, to report the failure)
+the view is rolled back (rebuilt from the committed state and the outcomes of the executor's earlier deliveries,
+so nothing is saved before an attempt). Only the successful attempt's outcome (or the last failed one's, to report the failure)
 reaches the barrier. Retries happen right here, inside the superstep, in this process or in the Celery worker
 that runs the task: the barrier waits, and on a worker the task's claim keeps being refreshed meanwhile, so the
 coordinator never mistakes a task that is backing off for a lost one.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from .context import MISSING
 from .delivery import EventSink, batch_failed, call_on_thread, invoke, new_context
 from .events import EventType, WorkflowEvent
 from .handler_threads import default_threads
@@ -30,7 +32,7 @@ from .outcome import DeliveryOutcome
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .context import ExecutorView, Snapshot, WorkflowContext
+    from .context import ExecutorView, WorkflowContext
     from .deadlines import AttemptClock
     from .dispatch import SuperstepWork
     from .executor import HandlerSpec
@@ -50,12 +52,12 @@ async def deliver_with_policy(
     outcomes: list[DeliveryOutcome],
     emit: EventSink,
     threads: HandlerThreads | None,
-    first: tuple[Exception, Snapshot | None] | None = None,
+    first_error: Exception | None = None,
 ) -> None:
     """Deliver one message, retrying per ``policy.retry``; raises ``BatchFailed`` when attempts run out.
 
-    ``first``: the error of a first attempt the caller already ran (the batch loop runs an async handler's
-    first attempt inline, so success costs next to nothing), with the view's snapshot from before it.
+    ``first_error``: the error of a first attempt the caller already ran (the batch loop runs an async
+    handler's first attempt inline, so success costs next to nothing).
     """
     spec, bound = found
     superstep = work.superstep
@@ -64,8 +66,7 @@ async def deliver_with_policy(
     attempt = 1
     while True:
         outcome = DeliveryOutcome(index, executor_id)
-        if first is None:
-            saved = view.snapshot() if retry is not None else None
+        if first_error is None:
             attempt_view = view.fork() if abandonable else view
             ctx = new_context(work, executor_id, delivery, outcome, attempt_view)
             emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
@@ -84,13 +85,13 @@ async def deliver_with_policy(
                 emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))
                 return
         else:
-            error, saved = first
-            first = None
+            error, first_error = first_error, None
         delay = retry.delay_after(attempt, error) if retry is not None else None
         if delay is None:
             outcomes.append(outcome)
             raise batch_failed(outcome, error, emit, superstep, attempt) from error
-        view.restore(saved)  # type: ignore[arg-type]  # a snapshot is taken whenever there is a retry policy
+        earlier = [o for o in outcomes if o.executor_id == executor_id]  # its deliveries before this one
+        view.rollback(work.executor_states.get(executor_id, MISSING), earlier)
         emit(
             WorkflowEvent(
                 EventType.EXECUTOR_RETRY,

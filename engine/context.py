@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import typing
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -89,10 +89,6 @@ def private_copy(value: Any) -> Any:
     return codec.decode(codec.encode(value))
 
 
-#: an ``ExecutorView``'s own writes at one moment: (shared overlay or None, executor state, still committed)
-Snapshot = tuple[dict[str, Any] | None, Any, bool]
-
-
 class ExecutorView(AttemptClock):
     """One executor's read view during a superstep: committed state plus its own uncommitted writes.
 
@@ -117,14 +113,21 @@ class ExecutorView(AttemptClock):
         #: ``executor_state`` is still the committed object (a read must copy it first)
         self.committed = True
 
-    def snapshot(self) -> Snapshot:
-        """What ``restore`` needs to undo one attempt's writes (a shallow copy: the writes are few)."""
-        overlay = self.shared_overlay
-        return (overlay.copy() if overlay else None), self.executor_state, self.committed
+    def rollback(self, committed_state: Any, earlier: Iterable[DeliveryOutcome]) -> None:
+        """Forget a failed attempt: back to what the committed state and ``earlier``, the outcomes of this
+        executor's deliveries before it in this superstep, make of the view.
 
-    def restore(self, snapshot: Snapshot) -> None:
-        overlay, self.executor_state, self.committed = snapshot
-        self.shared_overlay = overlay if overlay is not None else {}
+        Their writes are replayed from the outcomes, so nothing has to be saved before an attempt (attempts that
+        succeed, nearly all of them, cost nothing); private copies are dropped and made again when read.
+        """
+        overlay: dict[str, Any] = {}
+        state, committed = committed_state, True
+        for outcome in earlier:
+            for key, value, deleted in outcome.state_writes:
+                overlay[key] = _MISSING if deleted else value
+            if outcome.executor_state:
+                state, committed = outcome.executor_state[0], False
+        self.shared_overlay, self.executor_state, self.committed = overlay, state, committed
 
     def fork(self) -> ExecutorView:
         """A view of its own for one attempt, adopted by ``adopt`` if the attempt succeeds.

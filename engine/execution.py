@@ -61,7 +61,7 @@ async def run_executor_batch(
     executor = executors[executor_id]
     superstep, run_id, instance_id = work.superstep, work.run_id, work.instance_id
     policy = work.policies.get(executor_id) if work.policies else None
-    retry, timeout = (policy.retry, policy.timeout) if policy is not None else (None, None)
+    timeout = policy.timeout if policy is not None else None
     deliveries = batch.deliveries
     position, count = 0, len(deliveries)
     while position < count:
@@ -90,12 +90,7 @@ async def run_executor_batch(
             continue
         spec, bound = found
         # the first attempt of an async handler runs here even under a policy: what fails goes to
-        # deliver_with_policy, which retries; success costs a snapshot and, with a timeout, a deadline
-        if retry is None:
-            saved = None
-        else:  # view.snapshot(), inlined
-            overlay = view.shared_overlay
-            saved = (overlay.copy() if overlay else None), view.executor_state, view.committed
+        # deliver_with_policy, which retries; success costs nothing more but, with a timeout, a deadline
         ctx = WorkflowContext(executor_id, run_id, instance_id, superstep, delivery.source_ids, outcome, view)
         emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
         try:
@@ -132,7 +127,7 @@ async def run_executor_batch(
                 outcomes,
                 emit,
                 threads,
-                (exc, saved),
+                exc,
             )
             continue
         emit(WorkflowEvent(EventType.EXECUTOR_COMPLETED, None, executor_id, superstep))

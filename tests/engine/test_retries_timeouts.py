@@ -384,3 +384,34 @@ async def test_retries_wait_inside_the_superstep_while_other_executors_run():
         ("executor_completed", "flaky"),
         ("superstep_completed", None),  # and the barrier waited for the retry
     ]
+
+
+async def test_a_retry_sees_the_writes_of_the_executors_earlier_deliveries_in_the_superstep_only():
+    @executor(id="dealer")
+    async def dealer(items: list, ctx: WorkflowContext) -> None:
+        for item in items:
+            await ctx.send_message(item)
+
+    @executor(id="keeper", retry=RetryPolicy(max_attempts=2, initial_backoff=0))
+    async def keeper(item: str, ctx: WorkflowContext) -> None:
+        TRACE.append((item, ctx.get_state("last"), ctx.get_executor_state()))
+        ctx.set_state("last", item)
+        ctx.set_executor_state([*(ctx.get_executor_state() or []), item])
+        if item == "second" and attempt_of(ctx) == 1:
+            ctx.delete_state("last")
+            raise ConnectionError("once")
+
+    wf = WorkflowBuilder(name="keeper", start_executor=dealer).add_edge(dealer, keeper).build()
+    await wf.run(["first", "second"])
+    assert TRACE == [
+        ("first", None, None),
+        ("second", "first", ["first"]),  # the failed attempt...
+        (
+            "second",
+            "first",
+            ["first"],
+        ),  # ...and its retry see delivery one's writes, not the failed attempt's
+    ]
+    cp = await latest(wf)
+    assert cp.shared_state == {"last": "second"}
+    assert cp.executor_states == {"keeper": ["first", "second"]}
