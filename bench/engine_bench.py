@@ -5,6 +5,9 @@ Prints one JSON object per line. The engine always encodes a checkpoint per supe
 ``MemoryStore`` is the cost of storing. Compare figures of one run side by side: this machine is noisy.
 
     python bench/engine_bench.py [--quick] [--policies]
+
+``policies_never_triggered`` is the throughput with a ``RetryPolicy`` and a timeout on every executor relative to
+none (1.0 = free), measured interleaved in one process. ``--policies`` puts them into the other figures too.
 """
 
 from __future__ import annotations
@@ -66,25 +69,29 @@ class Join(Executor):
             await ctx.yield_output(done)
 
 
-#: ``--policies``: every executor gets a retry policy and a timeout that never trigger (their cost alone)
+#: A retry policy and a timeout for every executor that never trigger: what merely having them costs.
+NEVER_TRIGGERED: dict[str, Any] = {"retry": RetryPolicy(max_attempts=3), "timeout": 30.0}
+#: ``--policies``: the main figures with NEVER_TRIGGERED (to compare against another checkout's plain figures)
 POLICIES: dict[str, Any] = {}
 
 
-def chain(length: int, store: Any) -> Any:
+def chain(length: int, store: Any, policies: dict[str, Any] | None = None) -> Any:
     nodes = [Relay(f"r{i}") for i in range(length - 1)] + [Sink("sink")]
+    policies = POLICIES if policies is None else policies
     return (
-        WorkflowBuilder(name="chain", start_executor=nodes[0], max_supersteps=length + 5, **POLICIES)
+        WorkflowBuilder(name="chain", start_executor=nodes[0], max_supersteps=length + 5, **policies)
         .add_chain(nodes)
         .build(store=store)
     )
 
 
-def fan(width: int, rounds: int, store: Any) -> Any:
+def fan(width: int, rounds: int, store: Any, policies: dict[str, Any] | None = None) -> Any:
     split = Splitter("split")
     workers = [Relay(f"w{i}") for i in range(width)]
     join = Join(rounds)
+    policies = POLICIES if policies is None else policies
     return (
-        WorkflowBuilder(name="fan", start_executor=split, max_supersteps=rounds * 3 + 5, **POLICIES)
+        WorkflowBuilder(name="fan", start_executor=split, max_supersteps=rounds * 3 + 5, **policies)
         .add_fan_out_edges(split, workers)
         .add_fan_in_edges(workers, join)
         .add_edge(join, split)
@@ -120,6 +127,24 @@ async def checkpoint_cost(executors: int, supersteps: int, rotate: bool) -> floa
         changed = f"e{step % executors}" if rotate else "e0"
         await commit(store, state, Changes(superstep=step, executor_sets={changed: {"count": step}}), who)
     return (time.perf_counter() - t0) / supersteps
+
+
+async def policies_cost(repeats: int) -> dict[str, float]:
+    """Throughput with NEVER_TRIGGERED policies relative to none, runs interleaved in this process (best of)."""
+    best: dict[tuple[str, bool], float] = {}
+    makers = {
+        "chain": lambda p: chain(200, DiscardStore(), p),
+        "fan_out_fan_in": lambda p: fan(100, 20, DiscardStore(), p),
+    }
+    for _ in range(repeats):
+        for name, make in makers.items():
+            for with_policies in (False, True):
+                wf = make(NEVER_TRIGGERED if with_policies else {})
+                t0 = time.perf_counter()
+                await wf.run(0)
+                key = (name, with_policies)
+                best[key] = min(best.get(key, float("inf")), time.perf_counter() - t0)
+    return {name: round(best[(name, False)] / best[(name, True)], 3) for name in makers}
 
 
 async def main(quick: bool) -> None:
@@ -158,6 +183,7 @@ async def main(quick: bool) -> None:
                 }
             )
         )
+    print(json.dumps({"bench": "policies_never_triggered", **await policies_cost(10 if quick else 100)}))
     for rotate in (False, True):
         costs = {}
         for n in (10, 1000):
@@ -187,5 +213,5 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.policies:
-        POLICIES.update(retry=RetryPolicy(max_attempts=3), timeout=30.0)
+        POLICIES.update(NEVER_TRIGGERED)
     asyncio.run(main(args.quick))
