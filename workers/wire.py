@@ -74,6 +74,7 @@ _ENVELOPE_FIELDS = TaskEnvelope.__slots__[:-1]
 _DELIVERY_FIELDS = Delivery.__slots__
 _OUTCOME_FIELDS = DeliveryOutcome.__slots__
 _EVENT_FIELDS = WorkflowEvent.__slots__
+_FAILURE_FIELDS = FailureInfo.__slots__  # a registered record, by field name: a new field must change LAYOUT
 # The live event types travel as small ints (any other type as its string).
 _EVENT_TYPES = (EventType.EXECUTOR_INVOKED, EventType.EXECUTOR_COMPLETED, EventType.EXECUTOR_FAILED)
 _EVENT_CODES = {name: code for code, name in enumerate(_EVENT_TYPES)}
@@ -81,7 +82,16 @@ _EVENT_CODES = {name: code for code, name in enumerate(_EVENT_TYPES)}
 LAYOUT = (
     f"{WIRE_VERSION}:"
     + hashlib.sha256(
-        repr((_ENVELOPE_FIELDS, _DELIVERY_FIELDS, _OUTCOME_FIELDS, _EVENT_FIELDS, _EVENT_TYPES)).encode()
+        repr(
+            (
+                _ENVELOPE_FIELDS,
+                _DELIVERY_FIELDS,
+                _OUTCOME_FIELDS,
+                _EVENT_FIELDS,
+                _EVENT_TYPES,
+                _FAILURE_FIELDS,
+            )
+        ).encode()
     ).hexdigest()[:12]
 )
 
