@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from .dispatch import Dispatcher
+from .eager import start_eagerly
 from .errors import (
     GraphSignatureMismatchError,
     UnknownRequestError,
@@ -118,10 +119,13 @@ class Workflow:
     async def _release_lease(self, lease: Lease) -> None:
         """Release the store lease; if the store cannot be reached, its TTL ends it (never mask the outcome).
 
-        Waited for at most one TTL: a store that hangs must not keep the caller longer than the lease lives.
+        Waited for at most one TTL: a store that hangs must not keep the caller longer than the lease lives. A
+        release that finishes without suspending (``MemoryStore``) costs no Task and no timer.
         """
         try:
-            await asyncio.wait_for(self.store.release(lease), timeout=lease.ttl)
+            releasing, _ = start_eagerly(self.store.release(lease))
+            if releasing is not None:
+                await asyncio.wait_for(releasing, timeout=lease.ttl)
         except (WorkflowError, TimeoutError) as exc:
             logger.warning(
                 "could not release the lease on %r (it expires by its TTL): %s",
