@@ -15,6 +15,9 @@ What every configuration keeps:
 * No result backend: results travel as fenced Redis records (``broker/results.py``), not Celery results.
 * ``visibility_timeout``: must exceed the longest task; socket timeouts for the broker's connections; see
   ``workers/config.py``.
+* A worker lists itself in the worker registry while it consumes (``workers/presence.py``, a consumer
+  bootstep; ``broker/worker_registry.py``): coordinators, the CLI and health checks read it there instead of
+  broadcasting to the workers, whose replies would leave keys without a TTL in the broker's Redis.
 * The modules in ``imports`` (``BARRIERFLOW_IMPORTS``) are imported when a worker starts (Celery's
   ``imports``), so their ``@register_workflow`` factories are known before the first task arrives.
 """
@@ -24,8 +27,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from kombu import pools
 
-from .config import Settings
+from .config import DEFAULT_HEARTBEAT, Settings
+from .presence import WorkerPresence
 
 #: Keys of ``app.conf`` that are barrierflow's, not Celery's (read by ``CeleryDispatcher(app)`` and the tasks).
 _OWN_KEYS = (
@@ -33,6 +38,7 @@ _OWN_KEYS = (
     "barrierflow_broker_url",
     "barrierflow_prefix",
     "barrierflow_worker_slots",
+    "barrierflow_worker_heartbeat",
 )
 
 
@@ -50,6 +56,7 @@ def settings_of(app: Celery) -> Settings:
         queue=conf.task_default_queue,
         visibility_timeout=float(conf.broker_transport_options["visibility_timeout"]),
         worker_slots=conf.get("barrierflow_worker_slots"),
+        worker_heartbeat=float(conf.get("barrierflow_worker_heartbeat") or DEFAULT_HEARTBEAT),
     )
 
 
@@ -77,20 +84,36 @@ def configure(app: Celery, settings: Settings | None = None, /, **overrides: Any
         worker_prefetch_multiplier=1,
         task_default_queue=new.queue,
         imports=new.imports,
-        **dict(zip(_OWN_KEYS, (new.redis_url, new.broker_url, new.prefix, new.worker_slots), strict=True)),
+        **dict(
+            zip(
+                _OWN_KEYS,
+                (new.redis_url, new.broker_url, new.prefix, new.worker_slots, new.worker_heartbeat),
+                strict=True,
+            )
+        ),
     )
     _drop_connections(app)
     return new
 
 
 def _drop_connections(app: Celery) -> None:
-    """Forget what the app built from its old configuration (Celery caches it on first use)."""
+    """Forget what the app built from its old configuration (Celery caches it on first use).
+
+    The app's connection pool is also kombu's process-wide pool for that broker (``kombu.pools``), and so is
+    the producer pool built on it: both leave kombu's registry with it, or the next use of the same broker
+    URL would get the closed pool back ("Acquire on closed pool").
+    """
     pool = app._pool
     if pool is not None:
         app._pool = None
         pool.force_close_all()
+        for group in (pools.connections, pools.producers):
+            for key, held in list(group.items()):
+                if held is pool or getattr(held, "connections", None) is pool:
+                    dict.pop(group, key)  # keys are already eqhash()es: skip its __delitem__
     app.__dict__.pop("amqp", None)  # a cached property: producer pool, queues and routes of the old config
 
 
 app = Celery("barrierflow", include=["barrierflow.workers.tasks"])
+app.steps["consumer"].add(WorkerPresence)  # the worker registry (workers/presence.py)
 configure(app, Settings.from_env())

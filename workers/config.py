@@ -16,7 +16,9 @@ variable                            default                          meaning
 ``BARRIERFLOW_PREFIX``              ``barrierflow``                  key prefix (``RedisStore``'s default too)
 ``BARRIERFLOW_QUEUE``               ``barrierflow``                  queue the tasks go to and workers consume
 ``BARRIERFLOW_VISIBILITY_TIMEOUT``  ``3600``                         seconds; see below
-``BARRIERFLOW_WORKER_SLOTS``        unset (asked from the workers)   task slots the dispatcher plans for
+``BARRIERFLOW_WORKER_SLOTS``        unset (from the worker registry) task slots the dispatcher plans for
+``BARRIERFLOW_WORKER_HEARTBEAT``    ``5``                            seconds between a worker's registry beats;
+                                                                     its entry lapses after three missed ones
 ==================================  ===============================  ============================================
 
 The visibility timeout is how long the Redis transport waits for an un-acknowledged message before giving it
@@ -42,6 +44,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "barrierflow"
 DEFAULT_QUEUE = "barrierflow"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+DEFAULT_HEARTBEAT = 5.0
 TASK_NAME = "barrierflow.run_batches"
 
 
@@ -74,6 +77,7 @@ class Settings:
     queue: str = DEFAULT_QUEUE
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     worker_slots: int | None = None
+    worker_heartbeat: float = DEFAULT_HEARTBEAT
 
     @property
     def broker(self) -> str:
@@ -96,6 +100,7 @@ class Settings:
             queue=env.get("BARRIERFLOW_QUEUE") or DEFAULT_QUEUE,
             visibility_timeout=float(env.get("BARRIERFLOW_VISIBILITY_TIMEOUT") or DEFAULT_VISIBILITY_TIMEOUT),
             worker_slots=int(slots) if slots else None,
+            worker_heartbeat=float(env.get("BARRIERFLOW_WORKER_HEARTBEAT") or DEFAULT_HEARTBEAT),
         )
 
     def replace(self, **overrides: Any) -> Settings:

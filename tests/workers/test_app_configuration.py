@@ -80,6 +80,25 @@ print(json.dumps({"before": before, "after": used(app)}))
     assert after["dispatcher"] == ["redis://code-host:6002/2", "code-prefix", "code-queue"]
 
 
+def test_configuring_the_same_broker_again_after_a_send_still_sends() -> None:
+    """The app's pool is kombu's process-wide pool of that broker: closed by ``configure``, it must leave
+    kombu's registry too, or the next send gets it back closed ("Acquire on closed pool")."""
+    seen = in_fresh_process(
+        WHAT_IS_USED
+        + """
+import json
+from barrierflow.workers import app, configure
+
+first = used(app)  # builds the pools of env-host
+configure(app, prefix="another-prefix")  # same broker
+print(json.dumps({"first": first, "again": used(app), "closed": app.pool._closed}))
+""",
+        ENV,
+    )
+    assert seen["again"]["producer"] == seen["first"]["producer"]
+    assert seen["again"]["prefix"] == "another-prefix" and seen["closed"] is False
+
+
 def test_later_calls_change_only_what_they_name_and_an_explicit_broker_stays() -> None:
     seen = in_fresh_process(
         """
