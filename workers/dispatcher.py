@@ -3,7 +3,8 @@
 Per superstep:
 
 1. **Plan.** The runner's executor batches (all deliveries of one executor, in order) are packed whole into
-   about ``k`` tasks, ``k`` from the worker slots and the number of deliveries (never one task per message,
+   about ``k`` tasks, ``k`` from the worker slots (the pool sizes of the live workers on the queue, in the
+   worker registry, ``broker/worker_registry.py``) and the number of deliveries (never one task per message,
    never one executor split across tasks, so an executor still handles its deliveries one at a time, in
    order). The committed shared state is encoded once and rides in every task.
 2. **Send** the tasks to the queue (msgpack).
@@ -15,7 +16,8 @@ Per superstep:
    * a live claim: a worker runs it, however long its handlers take; check again later;
    * its latest copy was never picked up: it waits in the queue. It is **not** sent again (a copy per check
      would pile up in the queue, each carrying the whole shared state); the caller is warned, in the log and
-     as a ``warning`` event, that no worker takes tasks from the queue, at growing intervals;
+     as a ``warning`` event, at growing intervals, with the registry's reason: no live worker consumes the
+     queue, or its workers are all busy;
    * picked up, claim lapsed, no result: its worker died. Sent again after checking that the run still holds
      its lease; checks of that task then back off exponentially, and after ``max_attempts`` sends the
      superstep fails (a handler that kills its worker process would otherwise kill workers forever).
@@ -42,17 +44,17 @@ import asyncio
 import heapq
 import logging
 import math
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from barrierflow.broker.connection import RedisOptions, async_client
 from barrierflow.broker.per_loop import PerLoop
 from barrierflow.broker.results import ResultKeys, ResultReader
+from barrierflow.broker.worker_registry import WorkerEntry, WorkerRegistry
 from barrierflow.engine import codec
 from barrierflow.engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
 from barrierflow.engine.errors import (
@@ -83,12 +85,10 @@ _REFUSALS: dict[str, type[WorkflowError]] = {
 
 #: The longest pause between two checks of a task whose workers keep dying (seconds).
 MAX_CHECK_INTERVAL = 600.0
-#: Worker slots assumed when no worker answers the discovery broadcast.
+#: Worker slots assumed while no live worker is registered on the queue (and none ever was, for this dispatcher).
 FALLBACK_SLOTS = 2
-#: Worker slots found by asking the workers, per (broker, queue): ``(slots, when)``; shared by dispatchers.
-_discovered: dict[tuple[str, str], tuple[int, float]] = {}
-_refreshing: dict[tuple[str, str], threading.Thread] = {}
-_discovery_lock = threading.Lock()
+#: Seconds a read of the worker registry is reused for planning.
+REGISTRY_CACHE = 2.0
 
 
 def plan_tasks(batches: list[ExecutorBatch], k: int) -> list[list[ExecutorBatch]]:
@@ -115,10 +115,10 @@ class CeleryDispatcher(Dispatcher):
 
     ``app``: the Celery app (default ``barrierflow.workers.app.app``). ``queue``: where tasks go (default the app's
     ``task_default_queue``, i.e. ``BARRIERFLOW_QUEUE``). ``slots``: worker processes consuming the queue
-    (default ``BARRIERFLOW_WORKER_SLOTS``, else asked from the workers once a minute, in the background).
-    ``tasks_per_slot``:
-    tasks planned per slot, so uneven batches still balance. ``min_task_deliveries``: a task carries at least
-    this many deliveries when there are enough (bounds per-task overhead). ``batch_size``: when set, deliveries
+    (default ``BARRIERFLOW_WORKER_SLOTS``, else the pool sizes of the live workers on the queue, read from the
+    worker registry: ``live_workers``). ``tasks_per_slot``: tasks planned per slot, so uneven batches still
+    balance. ``min_task_deliveries``: a task carries at least this many deliveries when there are enough
+    (bounds per-task overhead). ``batch_size``: when set, deliveries
     per task instead of the slot-based plan. ``redispatch_after``: seconds between checks of the tasks without
     a result (a dead worker's task is re-sent at a check; a queued one never is, and the caller is warned);
     it bounds neither handler time nor queue time. ``claim_ttl``: how soon a dead worker's claim lapses.
@@ -174,6 +174,9 @@ class CeleryDispatcher(Dispatcher):
         self.max_attempts = max_attempts
         self.result_ttl = result_ttl
         self._verified: tuple[str, str, int] | None = None  # (instance, token, epoch) seen in this Redis
+        self.registry_prefix = conf.get("barrierflow_prefix") or DEFAULT_PREFIX
+        self._live: tuple[float, list[WorkerEntry]] | None = None  # (when, workers) of the last registry read
+        self._last_slots = 0
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -203,66 +206,34 @@ class CeleryDispatcher(Dispatcher):
     # -- planning ----------------------------------------------------------------------------------------
 
     async def worker_slots(self) -> int:
-        """Slots to plan for: as configured, or the workers' pool sizes on this queue (waits for the first answer)."""
+        """Slots to plan for: as configured, else the pool sizes of the live workers on the queue, from the
+        worker registry (``live_workers``), else the last sum seen, else ``FALLBACK_SLOTS``."""
         if self.slots:
             return int(self.slots)
-        if _discovered.get(self._discovery_key()) is None:
-            await asyncio.to_thread(self._discover)
-        return self.slots_now()
+        slots = sum(worker.slots for worker in await self.live_workers())
+        if slots:
+            self._last_slots = slots
+        return slots or self._last_slots or FALLBACK_SLOTS
 
-    def slots_now(self) -> int:
-        """Slots to plan for without waiting: as configured, else the last answer of the workers (asked in a
-        background thread when missing or older than a minute), else ``FALLBACK_SLOTS``.
+    async def live_workers(self, *, fresh: bool = False) -> list[WorkerEntry]:
+        """The live workers consuming the queue, as the worker registry says (``broker/worker_registry.py``).
 
-        Planning never waits for the answer: a broadcast collects replies until its timeout (it cannot know
-        how many workers there are), which cost every first superstep of a process half a second; a plan
-        made with the fallback only balances that superstep's tasks less well.
+        One round trip to the store's Redis, cached ``REGISTRY_CACHE`` seconds (``fresh``: read now). Nothing
+        is broadcast to the workers: replies to a broadcast leave keys without a TTL in the broker's Redis.
+        The registry is read under the workers' prefix, the app's ``barrierflow_prefix``
+        (``BARRIERFLOW_PREFIX``), where the workers of this app register. A failed read is logged and
+        counts as the last answer (or none); the superstep's own Redis calls then report the outage.
         """
-        if self.slots:
-            return int(self.slots)
-        key = self._discovery_key()
-        known = _discovered.get(key)
-        if known is None or time.monotonic() - known[1] > 60.0:
-            with _discovery_lock:
-                running = _refreshing.get(key)
-                if running is None or not running.is_alive():
-                    _refreshing[key] = thread = threading.Thread(
-                        target=self._discover, daemon=True, name="bfw-slots"
-                    )
-                    thread.start()
-        return known[0] if known else FALLBACK_SLOTS
-
-    def _discovery_key(self) -> tuple[str, str]:
-        return (str(self.app.conf.broker_url), self.queue)
-
-    def _discover(self) -> None:
-        key = self._discovery_key()
+        now = time.monotonic()
+        if not fresh and self._live is not None and now - self._live[0] < REGISTRY_CACHE:
+            return self._live[1]
         try:
-            found = self._ask_workers()
-        except Exception as exc:  # the broker is unreachable: sending will say so; plan with what we know
-            logger.warning("could not ask the workers of queue %r for their slots: %s", self.queue, exc)
-            found = None
-        known = _discovered.get(key)
-        _discovered[key] = (found or (known[0] if known else FALLBACK_SLOTS), time.monotonic())
-
-    def _ask_workers(self) -> int | None:
-        """Sum of the pool sizes of the workers consuming our queue (two broadcasts, asked together)."""
-        inspect = self.app.control.inspect(timeout=0.5)
-        answers: dict[str, Any] = {}
-        asking = [  # daemon threads: a process that is done never waits for them at exit
-            threading.Thread(
-                target=lambda name=name: answers.update({name: getattr(inspect, name)()}), daemon=True
-            )
-            for name in ("active_queues", "stats")
-        ]
-        for thread in asking:
-            thread.start()
-        for thread in asking:
-            thread.join()
-        queues, stats = answers.get("active_queues"), answers.get("stats")
-        consuming = [w for w, qs in (queues or {}).items() if any(q.get("name") == self.queue for q in qs)]
-        stats = stats or {}
-        return sum(int(stats.get(w, {}).get("pool", {}).get("max-concurrency", 1)) for w in consuming) or None
+            workers = await WorkerRegistry(self._redis(), self.registry_prefix).live(self.queue)
+        except Exception as exc:
+            logger.warning("could not read the worker registry of queue %r: %s", self.queue, exc)
+            return self._live[1] if self._live is not None else []
+        self._live = (now, workers)
+        return workers
 
     async def plan(self, batches: list[ExecutorBatch]) -> list[list[ExecutorBatch]]:
         deliveries = sum(len(b.deliveries) for b in batches)
@@ -271,7 +242,7 @@ class CeleryDispatcher(Dispatcher):
         elif len(batches) == 1:
             k = 1
         else:
-            k = self.slots_now() * self.tasks_per_slot
+            k = await self.worker_slots() * self.tasks_per_slot
             k = min(k, math.ceil(deliveries / self.min_task_deliveries))
         return plan_tasks(batches, k)
 
@@ -337,7 +308,7 @@ class CeleryDispatcher(Dispatcher):
         if died:
             await self._resend(step, died, now)
         if queued:
-            self._warn_queued(step, queued, now)
+            await self._warn_queued(step, queued, now)
         return finished, ready
 
     async def _resend(self, step: _Sent, died: list[int], now: float) -> None:
@@ -367,17 +338,30 @@ class CeleryDispatcher(Dispatcher):
             copies.append(encode_task(step.envelopes[task]))
         await self._send(copies)
 
-    def _warn_queued(self, step: _Sent, queued: list[int], now: float) -> None:
-        """Tell the caller that tasks wait in the queue, after 1, 2, 4... check intervals (never re-sent)."""
+    async def _warn_queued(self, step: _Sent, queued: list[int], now: float) -> None:
+        """Tell the caller that tasks wait in the queue, after 1, 2, 4... check intervals (never re-sent), and
+        why, from the worker registry: no live worker consumes the queue, or its workers are all busy."""
         waited = now - step.sent_at
         if waited < step.warn_after:
             return
         step.warn_after = 2 * waited
         work = step.work
+        workers = await self.live_workers(fresh=True)
+        slots = sum(worker.slots for worker in workers)
+        if workers:
+            why = (
+                f"its {len(workers)} live worker(s) ({slots} slot(s)) are busy with other tasks and take these "
+                "when a slot frees up; more workers share the load"
+            )
+        else:
+            why = (
+                f"no live worker consumes it (worker registry under prefix {self.registry_prefix!r} in Redis "
+                f"{self._where()}); start one (barrierflow worker --queue {self.queue} --import MODULE)"
+            )
         message = (
             f"no worker has taken task(s) {queued} of superstep {work.superstep} of {work.instance_id!r} from "
-            f"queue {self.queue!r} in {waited:.1f} s: start workers consuming it (barrierflow worker --import "
-            "MODULE); the tasks stay queued, the run goes on waiting while it holds its lease"
+            f"queue {self.queue!r} in {waited:.1f} s: {why}; the tasks stay queued, the run goes on waiting "
+            "while it holds its lease"
         )
         logger.warning(message)
         step.emit(
@@ -385,7 +369,13 @@ class CeleryDispatcher(Dispatcher):
                 EventType.WARNING,
                 message,
                 superstep=work.superstep,
-                details={"queue": self.queue, "tasks": queued, "waited": round(waited, 1)},
+                details={
+                    "queue": self.queue,
+                    "tasks": queued,
+                    "waited": round(waited, 1),
+                    "live_workers": len(workers),
+                    "slots": slots,
+                },
             )
         )
 

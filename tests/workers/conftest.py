@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
+from barrierflow.broker.worker_registry import WorkerEntry, forget_worker, live_workers
 from barrierflow.workers.process import worker_command
 from tests.conftest import delete_prefix
 from tests.redis_hygiene import SESSION, forget_celery_nodes
 from tests.workflows_for_workers import SIDE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The test workers' prefix (their results go under each envelope's prefix; this one names their registry).
+WORKERS_PREFIX = "barrierflow"
 IMPORTS = ",".join(
     [
         "tests.workflows_for_workers",
@@ -37,12 +41,18 @@ IMPORTS = ",".join(
 )
 
 
+#: Seconds between the test workers' registry beats: an entry lapses 3 s after a worker is killed.
+HEARTBEAT = 1.0
+
+
 def worker_env(redis_url: str, queue: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         BARRIERFLOW_REDIS_URL=redis_url,
         BARRIERFLOW_BROKER_URL=redis_url,
         BARRIERFLOW_QUEUE=queue,
+        BARRIERFLOW_PREFIX=WORKERS_PREFIX,
+        BARRIERFLOW_WORKER_HEARTBEAT=str(HEARTBEAT),
         BARRIERFLOW_IMPORTS=IMPORTS,
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
     )
@@ -52,12 +62,16 @@ def worker_env(redis_url: str, queue: str) -> dict[str, str]:
 
 @dataclass
 class WorkerPool:
-    """Worker processes of this session; ``start`` adds one (e.g. a worker a test will kill)."""
+    """Worker processes of this session; ``start`` adds one (e.g. a worker a test will kill).
+
+    They register in the worker registry under ``WORKERS_PREFIX``, where ``wait_ready`` finds them.
+    """
 
     redis_url: str
     queue: str
     logs: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    queues: dict[str, str] = field(default_factory=dict)  # name -> the queue it was started on
 
     @staticmethod
     def node(name: str) -> str:
@@ -76,21 +90,31 @@ class WorkerPool:
         )
         log.close()
         self.procs[name] = proc
+        self.queues[name] = queue or self.queue
         return self.node(name)
 
-    def wait_ready(self, names: list[str], timeout: float = 30.0) -> None:
-        from barrierflow.workers.app import app
+    def live(self, queue: str | None = None) -> list[WorkerEntry]:
+        """The live workers of ``queue`` (default the session's) in the worker registry."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return live_workers(client, WORKERS_PREFIX, queue or self.queue)
+        finally:
+            client.close()
 
-        waiting = {self.node(n) for n in names}
+    def wait_ready(self, names: list[str], timeout: float = 30.0) -> None:
+        """Until each worker is in the registry on its queue (no broadcast: its replies would leave keys)."""
+        waiting = set(names)
         deadline = time.monotonic() + timeout
         while waiting:
             for name in names:
                 if self.procs[name].poll() is not None:
                     raise RuntimeError(f"worker {name} exited: {self.log_of(name)}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"workers {sorted(waiting)} did not answer within {timeout} s")
-            for reply in app.control.ping(destination=sorted(waiting), timeout=0.3) or []:
-                waiting -= set(reply)
+                raise RuntimeError(f"workers {sorted(waiting)} did not register within {timeout} s")
+            for name in list(waiting):
+                if self.node(name) in {w.node for w in self.live(self.queues[name])}:
+                    waiting.discard(name)
+            time.sleep(0.05)
 
     def log_of(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
@@ -100,7 +124,14 @@ class WorkerPool:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        forget_celery_nodes(self.redis_url, [self.node(name)])  # a killed worker cannot unbind its pidbox
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        """What a killed worker leaves: its pidbox binding, and its registry entry (it would lapse in 3 s)."""
+        forget_celery_nodes(self.redis_url, [self.node(name)])
+        client = redis.Redis.from_url(self.redis_url)
+        forget_worker(client, WORKERS_PREFIX, self.node(name), [self.queues.pop(name)])
+        client.close()
 
     def stop_all(self) -> None:
         nodes = [self.node(name) for name in self.procs]
@@ -108,12 +139,13 @@ class WorkerPool:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for name, proc in list(self.procs.items()):
+            del self.procs[name]
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-            del self.procs[name]
+                self._forget(name)
         forget_celery_nodes(self.redis_url, nodes)
 
 
@@ -125,8 +157,6 @@ def delete_queue_keys(redis_url: str, queue: str) -> None:
     hour later, re-creating our queue).
     """
     import json
-
-    import redis
 
     client = redis.Redis.from_url(redis_url)
     keys = [
@@ -153,8 +183,9 @@ def celery_workers(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
     queue = f"bftest-{SESSION}-q-{uuid.uuid4().hex[:8]}"
     saved = settings_of(app)
-    # This process is the coordinator: same broker, same Redis, and CeleryDispatcher(app) sends to our queue.
-    configure(app, redis_url=redis_url, broker_url=redis_url, queue=queue)
+    # This process is the coordinator: same broker, same Redis, and CeleryDispatcher(app) sends to our queue
+    # and finds the workers in the registry under their prefix.
+    configure(app, redis_url=redis_url, broker_url=redis_url, queue=queue, prefix=WORKERS_PREFIX)
     previous_url = os.environ.get("BARRIERFLOW_REDIS_URL")
     os.environ["BARRIERFLOW_REDIS_URL"] = redis_url  # the handlers' side channel, in-process runs
     pool = WorkerPool(redis_url, queue, tmp_path_factory.mktemp("workers"))

@@ -51,10 +51,10 @@ async def test_a_worker_killed_mid_superstep_costs_a_redispatch_never_a_lost_or_
             lambda: asyncio.to_thread(flows.side().exists, started), 20, "a tally handler to start"
         )
         celery_workers.kill(victim)  # mid-superstep: its task has run some deliveries, none committed
-        app.control.add_consumer(victim_queue, destination=survivors, reply=True, timeout=5)
+        app.control.add_consumer(victim_queue, destination=survivors, reply=False)
         result = await asyncio.wait_for(run, 30)
     finally:
-        app.control.cancel_consumer(victim_queue, destination=survivors, reply=True, timeout=5)
+        app.control.cancel_consumer(victim_queue, destination=survivors, reply=False)
         await dispatcher.aclose()
 
     assert result.status is RunState.IDLE

@@ -53,35 +53,9 @@ async def test_dispatcher_plans_about_k_tasks_never_one_per_message() -> None:
     assert len(await wide.plan(batches([1] * 100))) == 13  # at least 8 deliveries a task
 
 
-async def test_slots_are_asked_from_the_workers_on_the_queue(celery_workers) -> None:
+async def test_slots_are_the_pool_sizes_of_the_workers_on_the_queue(celery_workers) -> None:
+    """From the worker registry (``tests/workers/test_worker_presence.py`` checks it in detail)."""
     assert await CeleryDispatcher(queue=celery_workers.queue).worker_slots() == 2
-
-
-async def test_planning_never_waits_for_the_workers_answer(monkeypatch) -> None:
-    """A broadcast waits its whole timeout; the first superstep plans with the fallback meanwhile."""
-    import threading
-
-    from barrierflow.workers import dispatcher as module
-
-    monkeypatch.setattr(module, "_discovered", {})
-    dispatcher = CeleryDispatcher(
-        queue="bftest-nobody-asks", redis_url="redis://unused", min_task_deliveries=1
-    )
-    release, asked = threading.Event(), []
-
-    def slow_answer() -> int:
-        asked.append(1)
-        release.wait(30)  # the workers answer only when the test says so
-        return 8
-
-    monkeypatch.setattr(dispatcher, "_ask_workers", slow_answer)
-    assert len(await dispatcher.plan(batches([1] * 100))) == module.FALLBACK_SLOTS * 2  # did not wait
-    release.set()
-    for _ in range(200):
-        if module._discovered:
-            break
-        await asyncio.sleep(0.05)
-    assert len(await dispatcher.plan(batches([1] * 100))) == 16 and asked == [1]  # 8 slots x 2, asked once
 
 
 @pytest.fixture
@@ -172,18 +146,6 @@ async def test_one_copy_runs_at_a_time_and_never_touches_another_copys_claim(
     assert await redis_store.client.get(keys.claim(0)) == taken
     second.release()
     assert await redis_store.client.get(keys.claim(0)) is None
-
-
-def test_the_cli_learns_that_a_worker_answers_without_waiting_the_whole_timeout(celery_workers) -> None:
-    """Every ``--celery`` run pings the workers first; a broadcast waits its timeout unless told to stop."""
-    import time
-
-    from barrierflow.cli.backends import workers_answering
-    from barrierflow.workers import app
-
-    started = time.monotonic()
-    assert workers_answering(app, timeout=30.0) == 1
-    assert time.monotonic() - started < 15  # the first reply ends it (before: always the whole 30 s)
 
 
 def test_the_send_number_travels_in_the_envelope_and_another_layout_is_told_apart() -> None:
