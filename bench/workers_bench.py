@@ -191,6 +191,7 @@ class Bench:
             BARRIERFLOW_BROKER_URL=self.redis_url,
             BARRIERFLOW_RESULT_BACKEND=self.redis_url,
             BARRIERFLOW_IMPORTS="workers_bench",
+            BARRIERFLOW_PREFIX=app.conf.barrierflow_prefix,  # where they register, and the dispatcher looks
             PYTHONPATH=os.pathsep.join([str(ROOT / "bench"), str(ROOT), env.get("PYTHONPATH", "")]),
         )
         names = []
@@ -207,12 +208,22 @@ class Bench:
                     start_new_session=True,
                 )
             )
-        waiting, deadline = set(names), time.monotonic() + 60
-        while waiting and time.monotonic() < deadline:
-            for reply in app.control.ping(destination=sorted(waiting), timeout=0.3) or []:
-                waiting -= set(reply)
-        if waiting:
-            raise SystemExit(f"workers {sorted(waiting)} did not start")
+        self.wait_registered(set(names))
+
+    def wait_registered(self, nodes: set[str]) -> None:
+        """Until the workers are in the worker registry on the bench queue (a ping would leave reply keys)."""
+        import redis
+
+        from barrierflow.broker.worker_registry import live_workers
+
+        client = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + 60
+        while nodes and time.monotonic() < deadline:
+            nodes -= {w.node for w in live_workers(client, app.conf.barrierflow_prefix, self.queue)}
+            time.sleep(0.05)
+        client.close()
+        if nodes:
+            raise SystemExit(f"workers {sorted(nodes)} did not start")
 
     def stop(self) -> None:
         import redis

@@ -27,6 +27,7 @@ class CliWorker:
     proc: subprocess.Popen
     node: str  # name@host, as Celery names it
     queue: str
+    prefix: str  # where it registers (barrierflow worker --prefix)
     redis_url: str
     log: Path
 
@@ -34,21 +35,23 @@ class CliWorker:
         return self.log.read_text(errors="replace")[-6000:]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until the worker answers Celery's ping on its broker (asked from a private app of this process)."""
-        from celery import Celery
+        """Until the worker is in the worker registry on its queue (nothing broadcast, nothing left behind)."""
+        import redis
 
-        probe = Celery("bftest-probe", broker=self.redis_url, set_as_current=False)
-        probe.conf.accept_content = ["msgpack", "json"]  # the workers' replies are msgpack
+        from barrierflow.broker.worker_registry import live_workers
+
+        client = redis.Redis.from_url(self.redis_url)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"barrierflow worker exited early:\n{self.log_text()}")
-                if probe.control.ping(destination=[self.node], timeout=1.0):
+                if self.node in {w.node for w in live_workers(client, self.prefix, self.queue)}:
                     return
-            raise RuntimeError(f"barrierflow worker did not answer in {timeout} s:\n{self.log_text()}")
+                time.sleep(0.05)
+            raise RuntimeError(f"barrierflow worker did not register in {timeout} s:\n{self.log_text()}")
         finally:
-            probe.close()
+            client.close()
 
     def stop(self) -> None:
         """SIGTERM (Celery's warm shutdown) by PID, SIGKILL if it lingers; then remove its Redis traces."""
@@ -60,6 +63,7 @@ class CliWorker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         forget_celery_nodes(self.redis_url, [self.node])
+        forget_registration(self.redis_url, self.prefix, self.node, self.queue)
         delete_queue(self.redis_url, self.queue)
 
 
@@ -70,10 +74,12 @@ def start_cli_worker(
     imports: list[str],
     cwd: Path,
     log: Path,
+    prefix: str = "barrierflow",
     env: dict[str, str] | None = None,
     extra: list[str] | None = None,
 ) -> CliWorker:
-    """``barrierflow worker --redis URL --queue Q --import M...`` (``barrierflow`` is the command's argv)."""
+    """``barrierflow worker --redis URL --prefix P --queue Q --import M...`` (``barrierflow``: the command's
+    argv). Coordinators that should find it in the worker registry use the same prefix."""
     queue = new_queue("cli")
     name = f"{queue}-w"
     argv = [
@@ -81,6 +87,8 @@ def start_cli_worker(
         "worker",
         "--redis",
         redis_url,
+        "--prefix",
+        prefix,
         "--queue",
         queue,
         "--concurrency",
@@ -92,8 +100,6 @@ def start_cli_worker(
         *(arg for module in imports for arg in ("--import", module)),
         *(extra or []),
         "--",
-        "--without-gossip",
-        "--without-mingle",
         "--without-heartbeat",
     ]
     with open(log, "wb") as out:
@@ -105,7 +111,18 @@ def start_cli_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return CliWorker(proc, f"{name}@{socket.gethostname()}", queue, redis_url, log)
+    return CliWorker(proc, f"{name}@{socket.gethostname()}", queue, prefix, redis_url, log)
+
+
+def forget_registration(redis_url: str, prefix: str, node: str, queue: str) -> None:
+    """A worker that had to be killed cannot leave the worker registry (its entry would lapse by itself)."""
+    import redis
+
+    from barrierflow.broker.worker_registry import forget_worker
+
+    client = redis.Redis.from_url(redis_url)
+    forget_worker(client, prefix, node, [queue])
+    client.close()
 
 
 def delete_queue(redis_url: str, queue: str) -> None:

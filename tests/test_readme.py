@@ -82,6 +82,7 @@ def test_the_coordinator_runs_on_a_real_worker(
         imports=["examples.document_pipeline"],
         cwd=ROOT,
         log=blocks_dir / "worker.log",
+        prefix=real_redis_prefix,
     )
     env = {
         "BARRIERFLOW_REDIS_URL": redis_url,

@@ -146,19 +146,6 @@ def check_broker(app: Any) -> None:
         ) from exc
 
 
-def workers_answering(app: Any, timeout: float = 1.5) -> int:
-    """Whether a worker answers a ping: 1 as soon as the first one does, 0 after ``timeout`` (or on failure).
-
-    A broadcast cannot know how many workers exist, so it collects replies until its timeout, unless told
-    to stop at the first (``limit=1``): without it, every ``--celery`` run waited the whole 1.5 s.
-    """
-    try:
-        replies = app.control.ping(timeout=timeout, limit=1)
-    except Exception:
-        return 0
-    return len(replies or [])
-
-
 def celery_dispatcher(app: Any, store: Store) -> Any:
     """The coordinator's side of Celery: results are read from the store's Redis, under its prefix."""
     try:

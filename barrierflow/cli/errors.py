@@ -33,6 +33,8 @@ from barrierflow.engine.errors import (
 EXIT_OK = 0
 #: The workflow failed: a handler raised, or ``max_supersteps`` was hit with work left.
 EXIT_WORKFLOW_FAILED = 1
+#: ``barrierflow workers``: a worker asked for (``--node``, ``--queue``) is not live: the health check failed.
+EXIT_NOT_LIVE = 1
 #: Bad input: unknown module/factory, bad JSON, unknown request id or checkpoint, wrongly typed answer.
 EXIT_BAD_INPUT = 2
 #: Redis (the store or the Celery broker) cannot be reached.

@@ -1,7 +1,7 @@
 """``barrierflow``: run workflows embedded or on Redis + Celery, and inspect or steer their instances.
 
 Commands: ``run``, ``checkpoints list|show|delete``, ``restore``, ``reset``, ``delete``, ``status``, ``graph``,
-``worker``.
+``worker``, ``workers``.
 Each one runs inside ``errors.reported()``: a clear message and an exit code instead of a traceback (unless
 ``--debug``). The commands are thin: loading targets is ``loading``, stores and Celery are ``backends``, and
 displaying a run is ``render``.
@@ -23,6 +23,7 @@ from . import backends
 from .backends import RedisTarget
 from .errors import (
     EXIT_CODES_HELP,
+    EXIT_NOT_LIVE,
     EXIT_OK,
     EXIT_WORKFLOW_FAILED,
     CliError,
@@ -30,6 +31,7 @@ from .errors import (
     reported,
 )
 from .instances import StoredCheckpoint, latest_stored, list_stored, summary_record
+from .live_workers import WorkersReport, preflight
 from .loading import (
     coerce_answer,
     env_imports,
@@ -56,6 +58,8 @@ checkpoints_app = typer.Typer(
 )
 app.add_typer(checkpoints_app, name="checkpoints")
 
+#: Always given to `celery worker` by `barrierflow worker` (why: the command's docstring).
+WORKER_FLAGS = ("--without-mingle", "--without-gossip")
 TARGET_HELP = (
     "The workflow, as MODULE:FACTORY, where FACTORY is a function returning a WorkflowBuilder (usually @register_workflow) or a "
     "WorkflowBuilder object. MODULE alone works when it defines one workflow."
@@ -296,12 +300,16 @@ async def _run(
         if celery:
             celery_app = backends.celery_app(redis_url=location.url, prefix=prefix, broker_url=broker)
             backends.check_broker(celery_app)
-            if backends.workers_answering(celery_app) == 0:
-                print(
-                    "warning: no Celery worker answered a ping; deliveries wait in the queue until one starts "
-                    f"(barrierflow worker --import {target.partition(':')[0]})",
-                    file=sys.stderr,
-                )
+            conf = celery_app.conf
+            warning = await preflight(
+                store.client,
+                conf.barrierflow_prefix,
+                conf.task_default_queue,
+                location.url,
+                f"barrierflow worker --import {target.partition(':')[0]}",
+            )
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
             dispatcher = backends.celery_dispatcher(celery_app, store)
         wf = builder.build(instance_id=instance_id, store=store, dispatcher=dispatcher)
         where = "embedded, in memory"
@@ -836,10 +844,15 @@ def worker(
     broker: Broker = None,
     debug: Debug = False,
 ) -> None:
-    """Start a Celery worker for barrierflow (the same as `celery -A barrierflow.workers.app worker`).
+    """Start a Celery worker for barrierflow (`celery -A barrierflow.workers.app worker`, without mingle and gossip).
 
     The options win over the environment (BARRIERFLOW_REDIS_URL, _PREFIX, _QUEUE, _BROKER_URL), even when an
-    imported module imported barrierflow.workers first.
+    imported module imported barrierflow.workers first. The worker lists itself in the worker registry while it
+    consumes (see `barrierflow workers`). Mingle and gossip are off: at start-up mingle broadcasts to every other
+    worker and collects their replies (revoked task ids), and replies that arrive late leave keys without a TTL
+    in the broker's Redis; gossip follows other workers' events. barrierflow needs neither: it revokes nothing,
+    and coordinators find workers in the registry. Remote control stays on (revoke, shutdown, `celery
+    control`), and so do events for Flower when asked for (-E).
     """
     _start(debug)
     with reported():
@@ -854,7 +867,7 @@ def worker(
             redis_url=redis, prefix=prefix, queue=queue, broker_url=broker, imports=modules
         )
         backends.check_broker(celery_app)
-        argv = ["worker", f"--loglevel={loglevel}"]
+        argv = ["worker", f"--loglevel={loglevel}", *WORKER_FLAGS]
         if concurrency is not None:
             argv.append(f"--concurrency={concurrency}")
         if pool is not None:
@@ -863,6 +876,88 @@ def worker(
             argv.append(f"--hostname={hostname}")
         argv += [f"--queues={celery_app.conf.task_default_queue}", *ctx.args]
         start_worker(celery_app, argv)
+
+
+@app.command(
+    epilog="Exit codes: 0 the workers asked for are live, 1 a --node or --queue asked for has no live worker "
+    "(or none is live at all), 2 bad input, 3 Redis unreachable."
+)
+def workers(
+    node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node",
+            "-n",
+            metavar="NAME@HOST",
+            help="Exit 1 unless this worker is live (repeatable): a health check, e.g. --node celery@$HOSTNAME.",
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            "--queue", "-Q", help="Only the workers consuming this queue; exit 1 when there is none."
+        ),
+    ] = None,
+    redis: RedisUrl = None,
+    prefix: Prefix = backends.DEFAULT_PREFIX,
+    json_output: Json = False,
+    debug: Debug = False,
+) -> None:
+    """List the live workers from the worker registry in Redis: node, queues, slots, version, last heartbeat.
+
+    Reads Redis only and asks the workers nothing: unlike `celery inspect ping`, it leaves no reply key
+    behind, which makes it the workers' health check (docker-compose.yml). A worker is live while its
+    heartbeat (every BARRIERFLOW_WORKER_HEARTBEAT s, default 5) is less than three beats old.
+    """
+    use_json = json_output or not sys.stdout.isatty()
+    _start(debug, use_json)
+    with reported():
+        location = RedisTarget.resolve(redis)
+        report = asyncio.run(
+            _in_store(
+                location,
+                prefix,
+                lambda store: WorkersReport.read(store.client, prefix, location.url, queue, node or []),
+            )
+        )
+        if use_json:
+            for record in report.records():
+                print(dumps(record))
+        else:
+            _print_workers(report)
+        problems = report.problems()
+        for problem in problems:
+            if use_json:
+                print(dumps({"type": "missing", "message": problem}))
+            print(f"unhealthy: {problem}", file=sys.stderr)
+        if problems:
+            raise typer.Exit(EXIT_NOT_LIVE)
+
+
+def _print_workers(report: WorkersReport) -> None:
+    from rich.table import Table
+
+    console = _console()
+    records = report.records()
+    if not records:
+        return
+    table = Table()
+    for title in ("node", "queues", "slots", "pool", "pid", "version", "beat"):
+        table.add_column(title, no_wrap=True)
+    for record in records:
+        version = record["version"] or "?"
+        if not record["same_version"]:
+            version += f" (other wire layout {record['layout']})"
+        table.add_row(
+            record["node"],
+            ", ".join(record["queues"]),
+            str(record["slots"]),
+            record["pool"],
+            str(record["pid"]),
+            version,
+            f"{record['age']:.1f} s ago",
+        )
+    console.print(table)
 
 
 def start_worker(celery_app: Any, argv: list[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from tests.cli.conftest import ROOT, barrierflow_argv, json_lines, run_cli
 from tests.cli_worker import CliWorker, start_cli_worker
+from tests.conftest import delete_prefix
+from tests.redis_hygiene import SESSION
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -35,13 +38,15 @@ def app_first(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli_worker(
     redis_url: str, app_first: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[CliWorker]:
-    """``barrierflow worker --redis URL`` whose environment names a dead Redis: the flag must win."""
+    """``barrierflow worker --redis URL`` whose environment names a dead Redis: the flag must win. The
+    coordinators use its prefix (``opts``), so their pre-flight finds it in the worker registry."""
     worker = start_cli_worker(
         barrierflow_argv(),
         redis_url=redis_url,
         imports=["app_first"],
         cwd=ROOT,
         log=tmp_path_factory.mktemp("cli_worker") / "worker.log",
+        prefix=f"bftest-{SESSION}-cliw-{uuid.uuid4().hex[:8]}",
         env={"BARRIERFLOW_REDIS_URL": DEAD_REDIS, "PYTHONPATH": str(app_first)},
     )
     try:
@@ -49,6 +54,12 @@ def cli_worker(
         yield worker
     finally:
         worker.stop()
+        delete_prefix(redis_url, worker.prefix)
+
+
+@pytest.fixture
+def opts(cli_worker: CliWorker, redis_url: str) -> list[str]:
+    return ["--redis", redis_url, "--prefix", cli_worker.prefix]
 
 
 @pytest.fixture
@@ -62,11 +73,8 @@ def celery_env(cli_worker: CliWorker, app_first: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(180)
-def test_document_pipeline_runs_on_a_cli_worker(
-    celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
-) -> None:
+def test_document_pipeline_runs_on_a_cli_worker(celery_env: dict[str, str], opts: list[str]) -> None:
     doc = json.dumps({"title": "Dist", "text": "Workers analyse documents. Redis keeps checkpoints."})
-    opts = ["--redis", redis_url, "--prefix", real_redis_prefix]
     result = run_cli(
         "run",
         "app_first:document_pipeline",
@@ -88,7 +96,7 @@ def test_document_pipeline_runs_on_a_cli_worker(
     assert report["analysers"] == ["word_count", "keywords", "summary"]
     invoked = {r["executor_id"] for r in records if r["type"] == "executor_invoked"}
     assert invoked == {"ingest", "word_count", "keywords", "summary", "report"}
-    assert "no Celery worker answered" not in result.stderr
+    assert "warning" not in result.stderr  # the pre-flight found the worker in the registry
 
     listed = run_cli("checkpoints", "list", "d1", *opts, "--json", "-I", "examples.document_pipeline")
     assert [c["superstep"] for c in json_lines(listed.stdout)] == [3, 2, 1, 0]
@@ -98,10 +106,7 @@ def test_document_pipeline_runs_on_a_cli_worker(
 
 
 @pytest.mark.timeout(180)
-def test_approval_round_trip_on_a_cli_worker(
-    celery_env: dict[str, str], redis_url: str, real_redis_prefix: str
-) -> None:
-    opts = ["--redis", redis_url, "--prefix", real_redis_prefix]
+def test_approval_round_trip_on_a_cli_worker(celery_env: dict[str, str], opts: list[str]) -> None:
     first = run_cli(
         "run",
         "app_first:approval_flow",

@@ -71,7 +71,13 @@ def test_every_service_has_a_healthcheck(compose: dict) -> None:
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
     worker_check = compose["services"]["worker"]["healthcheck"]["test"]
     assert worker_check[0] == "CMD-SHELL"  # the shell expands $HOSTNAME (written $$HOSTNAME for compose)
-    assert "celery -A barrierflow.workers.app inspect ping -d celery@$$HOSTNAME" in worker_check[1]
+    # The registry, not a broadcast: `celery inspect ping` leaves a reply key in Redis at every check.
+    assert "inspect" not in worker_check[1] and "ping" not in worker_check[1]
+    argv = shlex.split(worker_check[1].replace("$$HOSTNAME", "replica-1"))
+    assert check_cli_accepts(argv).name == "workers"
+    assert argv[argv.index("--node") + 1] == "celery@replica-1"  # Celery's node name in that container
+    worker_argv = argv_of(compose["services"]["worker"]["command"])
+    assert "--hostname" not in worker_argv and "-n" not in worker_argv  # so the node name is that default
 
 
 def test_the_workers_and_coordinator_wait_for_a_healthy_redis(compose: dict) -> None:
