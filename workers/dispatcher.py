@@ -115,10 +115,10 @@ class CeleryDispatcher(Dispatcher):
 
     ``app``: the Celery app (default ``barrierflow.workers.app.app``). ``queue``: where tasks go (default the app's
     ``task_default_queue``, i.e. ``BARRIERFLOW_QUEUE``). ``slots``: worker processes consuming the queue
-    (default ``BARRIERFLOW_WORKER_SLOTS``, else the pool sizes of the live workers on the queue, read from the
-    worker registry: ``live_workers``). ``tasks_per_slot``: tasks planned per slot, so uneven batches still
-    balance. ``min_task_deliveries``: a task carries at least this many deliveries when there are enough
-    (bounds per-task overhead). ``batch_size``: when set, deliveries
+    (default ``BARRIERFLOW_WORKER_SLOTS``, else the live workers' pool sizes in the registry: ``live_workers``).
+    ``tasks_per_slot``:
+    tasks planned per slot, so uneven batches still balance. ``min_task_deliveries``: a task carries at least
+    this many deliveries when there are enough (bounds per-task overhead). ``batch_size``: when set, deliveries
     per task instead of the slot-based plan. ``redispatch_after``: seconds between checks of the tasks without
     a result (a dead worker's task is re-sent at a check; a queued one never is, and the caller is warned);
     it bounds neither handler time nor queue time. ``claim_ttl``: how soon a dead worker's claim lapses.

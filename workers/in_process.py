@@ -33,7 +33,7 @@ class InProcessCeleryDispatcher(CeleryDispatcher):
 
     ``worker_client``: the synchronous client the worker side writes results with. Defaults to one on the same
     fakeredis server as the store's client; pass one for a store on a real Redis. Other options are
-    ``CeleryDispatcher``'s (``slots`` defaults to 2, so no worker is ever asked over a broker).
+    ``CeleryDispatcher``'s (``slots`` defaults to 2: there is no worker registry to read).
     """
 
     def __init__(

@@ -11,11 +11,18 @@ round trip, says who consumes which queue with how many slots, and which barrier
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from barrierflow.broker.worker_registry import WorkerEntry, WorkerRegistry
+from typing import TYPE_CHECKING, Any
 
 from .backends import reason, redact
+
+if TYPE_CHECKING:  # redis and celery are imported by the commands that use them, never by the CLI's start
+    from barrierflow.broker.worker_registry import WorkerEntry, WorkerRegistry
+
+
+def _registry(client: Any, prefix: str) -> WorkerRegistry:
+    from barrierflow.broker.worker_registry import WorkerRegistry
+
+    return WorkerRegistry(client, prefix)
 
 
 def _layout() -> str:
@@ -31,7 +38,7 @@ def _count(by_queue: dict[str, list[WorkerEntry]]) -> str:
 async def preflight(client: Any, prefix: str, queue: str, redis_url: str, start: str) -> str | None:
     """Why a ``--celery`` run's tasks would wait or be refused, or ``None`` when live workers of this
     barrierflow version consume ``queue``. ``start``: the command that starts a worker, for the advice."""
-    registry = WorkerRegistry(client, prefix)
+    registry = _registry(client, prefix)
     try:
         workers = await registry.live(queue)
         others = {} if workers else await registry.by_queue()
@@ -77,7 +84,7 @@ class WorkersReport:
     async def read(
         cls, client: Any, prefix: str, redis_url: str, queue: str | None, nodes: list[str]
     ) -> WorkersReport:
-        registry = WorkerRegistry(client, prefix)
+        registry = _registry(client, prefix)
         if queue is not None:
             workers = await registry.live(queue)
             by_queue = {queue: workers} if workers else {}
