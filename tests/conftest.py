@@ -52,9 +52,19 @@ def redis_url() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"no Redis answers at {url} and redis-server is not installed; CI needs one")
         pytest.skip(f"no Redis answers at {url} and redis-server is not installed")
+    proc, url = start_redis_server(binary)
+    try:
+        yield from _checked_clean(url, private=True)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def start_redis_server(binary: str, *options: str) -> tuple[subprocess.Popen, str]:
+    """A redis-server of this session alone on a free port, without persistence, once it answers."""
     port = _free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -65,11 +75,7 @@ def redis_url() -> Iterator[str]:
             proc.kill()
             pytest.fail(f"redis-server on port {port} did not start")
         time.sleep(0.05)
-    try:
-        yield from _checked_clean(url, private=True)
-    finally:
-        proc.terminate()
-        proc.wait(5)
+    return proc, url
 
 
 def _keys_without_ttl(url: str) -> set[bytes]:

@@ -17,7 +17,13 @@ What every configuration keeps:
   ``workers/config.py``.
 * A worker lists itself in the worker registry while it consumes (``workers/presence.py``, a consumer
   bootstep; ``broker/worker_registry.py``): coordinators, the CLI and health checks read it there instead of
-  broadcasting to the workers, whose replies would leave keys without a TTL in the broker's Redis.
+  broadcasting to the workers, whose replies would leave keys without a TTL in the broker's Redis. Remote
+  control stays enabled (``worker_enable_remote_control``: revoke, ``add_consumer``, shutdown, Flower).
+  Celery's ``control_queue_expires`` (10 s) and ``control_queue_ttl`` (300 s) are left at their defaults: they
+  cannot stop the leak. kombu's Redis transport applies a queue's ``x-expires`` only on the channel that
+  declared the queue, so a worker's late reply re-creates the caller's reply list without one, and it does
+  not implement ``x-message-ttl`` at all (kombu 5.7, ``transport/redis.py``). Not asking for replies is the
+  fix: ``barrierflow worker`` also runs without mingle, whose start-up ``hello`` asks every worker.
 * The modules in ``imports`` (``BARRIERFLOW_IMPORTS``) are imported when a worker starts (Celery's
   ``imports``), so their ``@register_workflow`` factories are known before the first task arrives.
 """

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from barrierflow.workers import CeleryDispatcher, app, configure, settings_of
 from examples.text_pipeline import text_pipeline
 from tests.cli.conftest import ROOT, barrierflow_argv, json_lines, run_cli
 from tests.cli_worker import start_cli_worker
-from tests.conftest import IN_CI, _answers, _free_port
+from tests.conftest import IN_CI, start_redis_server
 
 PREFIX = "bfnoreply"
 
@@ -42,30 +41,8 @@ def private_redis() -> Iterator[str]:
         if IN_CI:
             pytest.fail("redis-server is not installed; CI needs it")
         pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--notify-keyspace-events",
-            "KA",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis_server(binary, "--notify-keyspace-events", "KA")
     try:
-        deadline = time.monotonic() + 10
-        while not _answers(url):
-            assert time.monotonic() < deadline, f"redis-server on port {port} did not start"
-            time.sleep(0.05)
         yield url
     finally:
         proc.terminate()
@@ -158,5 +135,9 @@ async def test_a_worker_a_celery_run_and_a_superstep_leave_no_reply_key_and_no_k
         f"_kombu.binding_permanent.{worker.queue}",
         "_kombu.binding_deadlines",
     }
-    assert without_ttl <= kombu_tables, f"keys without a TTL: {sorted(without_ttl - kombu_tables)}"
+    unexpected = sorted(without_ttl - kombu_tables)
+    assert not unexpected, "keys without a TTL: " + "; ".join(
+        f"{key} ({client.type(key).decode()}: {[e for k, e in watch.events if k == key]})"
+        for key in unexpected
+    )
     client.close()

@@ -18,6 +18,7 @@ from barrierflow.workers import CeleryDispatcher, app, configure, settings_of
 from barrierflow.workers import dispatcher as dispatcher_module
 from barrierflow.workers.wire import LAYOUT
 from tests import workflows_for_workers as flows
+from tests.redis_hygiene import SESSION, forget_celery_nodes
 from tests.test_worker_registry import entry
 from tests.workers.conftest import HEARTBEAT, WORKERS_PREFIX
 from tests.workers.test_workers_protocol import batches
@@ -48,34 +49,35 @@ def test_a_stopped_worker_leaves_at_once_and_a_killed_one_after_its_heartbeat_la
     celery_workers, redis_url: str
 ) -> None:
     queue = f"{celery_workers.queue}-presence"
+    stopped, killed = f"{queue}-stopped", f"{queue}-killed"  # named after the session, like all its keys
     keys = RegistryKeys(WORKERS_PREFIX)
     client = redis.Redis.from_url(redis_url)
     try:
-        celery_workers.start("bftest-stopped", queue=queue)
-        celery_workers.start("bftest-killed", queue=queue)
-        celery_workers.wait_ready(["bftest-stopped", "bftest-killed"])
+        celery_workers.start(stopped, queue=queue)
+        celery_workers.start(killed, queue=queue)
+        celery_workers.wait_ready([stopped, killed])
         assert len(celery_workers.live(queue)) == 2
 
-        stopped = celery_workers.procs.pop("bftest-stopped")
-        os.killpg(stopped.pid, signal.SIGTERM)  # a warm shutdown: it stops consuming, then leaves
-        stopped.wait(20)
-        assert [w.node for w in celery_workers.live(queue)] == [celery_workers.node("bftest-killed")]
-        assert not client.hexists(keys.entries(queue), celery_workers.node("bftest-stopped"))
+        proc = celery_workers.procs.pop(stopped)
+        os.killpg(proc.pid, signal.SIGTERM)  # a warm shutdown: it stops consuming, then leaves
+        proc.wait(20)
+        assert [w.node for w in celery_workers.live(queue)] == [celery_workers.node(killed)]
+        assert not client.hexists(keys.entries(queue), celery_workers.node(stopped))
 
-        killed = celery_workers.procs.pop("bftest-killed")
-        os.killpg(killed.pid, signal.SIGKILL)  # nothing runs: its entry stays until it lapses
-        killed.wait(10)
+        proc = celery_workers.procs.pop(killed)
+        os.killpg(proc.pid, signal.SIGKILL)  # nothing runs: its entry stays until it lapses
+        proc.wait(10)
+        forget_celery_nodes(redis_url, [celery_workers.node(killed)])  # Celery's pidbox binding, not ours
         assert celery_workers.live(queue), "a killed worker's entry lapses, it is not removed"
         lapsed_within = MISSED_BEATS * HEARTBEAT + 2
         wait_for(lambda: not celery_workers.live(queue), lapsed_within, "the killed worker's entry to lapse")
         wait_for(lambda: not client.exists(keys.live(queue), keys.entries(queue)), 5, "its keys to expire")
     finally:
         client.close()
-        for name in ("bftest-stopped", "bftest-killed"):
+        for name in (stopped, killed):
             if name in celery_workers.procs:
                 celery_workers.kill(name)
-        celery_workers.queues.pop("bftest-stopped", None)
-        celery_workers.queues.pop("bftest-killed", None)
+            celery_workers.queues.pop(name, None)
 
 
 def test_queues_added_and_cancelled_by_remote_control_show_in_the_registry(celery_workers) -> None:
@@ -96,7 +98,7 @@ def test_queues_added_and_cancelled_by_remote_control_show_in_the_registry(celer
 async def test_the_dispatcher_plans_with_the_registrys_slots(redis_url: str) -> None:
     """Slots: ``slots=`` or BARRIERFLOW_WORKER_SLOTS first, else the registry's sum, else the fallback."""
     saved = settings_of(app)
-    queue = f"bftest-plan-{os.getpid()}-{time.monotonic_ns()}"
+    queue = f"bftest-{SESSION}-plan-{time.monotonic_ns()}"
     client = redis.Redis.from_url(redis_url)
     configure(app, redis_url=redis_url, prefix=WORKERS_PREFIX, worker_slots=None)
     registrations = []
