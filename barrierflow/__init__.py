@@ -23,7 +23,9 @@ from barrierflow.engine import __all__ as _engine_names
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ binds them on first use
     from barrierflow.broker import RedisStore as RedisStore
+    from barrierflow.broker import RunQueue as RunQueue
     from barrierflow.workers import CeleryDispatcher as CeleryDispatcher
+    from barrierflow.workers import Coordinator as Coordinator
 
 __version__ = "0.1.0"
 
@@ -31,7 +33,9 @@ __version__ = "0.1.0"
 #: line here plus its line in the ``TYPE_CHECKING`` block above (tests/test_namespace.py checks they agree).
 _LAZY = {
     "RedisStore": "barrierflow.broker",
+    "RunQueue": "barrierflow.broker",
     "CeleryDispatcher": "barrierflow.workers",
+    "Coordinator": "barrierflow.workers",
 }
 
 

@@ -1,4 +1,4 @@
--- checkpoint_lib.lua: helpers shared by fenced_write.lua and delete_record.lua.
+-- checkpoint_lib.lua: helpers shared by fenced_write.lua, delete_record.lua and the run queue's rq_commit.lua.
 -- scripts.py prepends this file to each of them, so they stay one EVALSHA each; it is not run on its own.
 --
 -- Layout (see keys.py): index zset (id -> sequence), kfmap hash (id -> keyframe id), kfrefs hash
@@ -46,4 +46,69 @@ local function drop(at, id)
     redis.call('HDEL', at.kfrefs, kf)
     redis.call('DEL', at.base .. 'kf:' .. kf)
   end
+end
+
+-- The fenced checkpoint write (see fenced_write.lua for KEYS/ARGV and the replies): fenced_write.lua is this
+-- call alone; the run queue's rq_commit.lua journals the superstep's events after it in the same script.
+local function write_checkpoint(keys, argv)
+  local at = layout(argv[10], keys[3], keys[4], keys[5], argv[11], argv[12])
+  local bad = wrong_type(at.index, 'zset') or wrong_type(at.kfmap, 'hash') or wrong_type(at.kfrefs, 'hash')
+    or wrong_type(keys[6], 'string') or wrong_type(keys[7], 'string')
+  if bad then
+    return redis.error_reply(bad)
+  end
+  if argv[1] ~= '' then
+    if redis.call('GET', keys[1]) ~= argv[1] then
+      return 1
+    end
+    if redis.call('GET', keys[2]) ~= argv[2] then
+      return 2
+    end
+    redis.call('PEXPIRE', keys[2], argv[14])
+  end
+
+  local id, kf = argv[3], argv[4]
+  if argv[6] == '1' then
+    redis.call('SET', keys[7], argv[7])
+  end
+  -- Count the new reference before dropping a previous head of the same id, so a shared keyframe survives.
+  redis.call('HINCRBY', at.kfrefs, kf, 1)
+  if redis.call('HEXISTS', at.kfmap, id) == 1 then
+    drop(at, id)
+  end
+  redis.call('SET', keys[6], argv[5])
+  redis.call('HSET', at.kfmap, id, kf)
+  if is_foreign(at, id) then
+    redis.call('SET', at.foreign .. id, argv[13])
+  end
+  local top = redis.call('ZRANGE', at.index, -1, -1, 'WITHSCORES')
+  local seq = 1
+  if top[2] then
+    seq = tonumber(top[2]) + 1
+  end
+  redis.call('ZADD', at.index, seq, id)
+
+  local excess = redis.call('ZCARD', at.index) - tonumber(argv[8])
+  if excess > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', at.index, 0, excess - 1)) do
+      drop(at, old)
+    end
+  end
+
+  local ttl = tonumber(argv[9])
+  if ttl > 0 then
+    redis.call('PEXPIRE', at.index, ttl)
+    redis.call('PEXPIRE', at.kfmap, ttl)
+    redis.call('PEXPIRE', at.kfrefs, ttl)
+    for _, cid in ipairs(redis.call('ZRANGE', at.index, 0, -1)) do
+      redis.call('PEXPIRE', at.base .. 'ckpt:' .. cid, ttl)
+      if is_foreign(at, cid) then
+        redis.call('PEXPIRE', at.foreign .. cid, ttl)
+      end
+    end
+    for _, kid in ipairs(redis.call('HKEYS', at.kfrefs)) do
+      redis.call('PEXPIRE', at.base .. 'kf:' .. kid, ttl)
+    end
+  end
+  return 0
 end

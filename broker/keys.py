@@ -19,6 +19,22 @@ suffix             type        holds
 ``kf:<id>``        string      encoded keyframe (full shared + executor state)
 =================  ==========  ===============================================================================
 
+The run queue (``broker/run_queue.py``) keeps its per-instance keys under ``rq:``, also in the slot:
+
+=================  ==========  ===============================================================================
+``rq:queue``       list        hex ids of the instance's queued runs, oldest first (FIFO per instance)
+``rq:sched``       hash        ``entry``: the instance's entry in the ready stream while it has work;
+                               ``active``: hex id of the run a coordinator holds (or must take over)
+``rq:run:<hex>``   hash        one run's record (input, state, times, attempts, result); PX = result TTL once
+                               it ended, and at most ``keep_results`` ended runs per instance
+``rq:done``        list        hex ids of the instance's ended runs, newest first (trims the records)
+``rq:events``      stream      every event of every run of the instance, capped (``events_maxlen``)
+=================  ==========  ===============================================================================
+
+and a few keys outside any instance slot: ``P:rq:ready`` (stream of "instance I has runnable work", read by
+the coordinators' consumer group), ``P:rq:runs`` and ``P:rq:instances`` (trimmed indexes for listings) and two
+pub/sub channels. Those make the run queue a single-shard design: see ``broker/run_queue.py``.
+
 Other suffixes are free for records of other components in the instance's slot (``KeySpace.user_key``), e.g.
 the workers' fenced results (``broker/results.py``). ``docs/keys.md`` lists every key of an instance with
 its owner and lifetime.
@@ -50,7 +66,7 @@ EPOCH_LEASES = 10
 
 #: Suffixes owned by the store itself; ``user_key`` refuses them.
 RESERVED_SUFFIXES = frozenset({"lock", "owner", "epoch", "index", "kfmap", "kfrefs"})
-RESERVED_SUFFIX_PREFIXES = ("ckpt:", "kf:")
+RESERVED_SUFFIX_PREFIXES = ("ckpt:", "kf:", "rq:")
 
 
 def epoch_ttl(lock_ttl: float, checkpoint_ttl: float | None) -> float:
@@ -125,8 +141,29 @@ class KeySpace:
         """A key for another component's record in the instance's slot; refuses the store's own names."""
         if not suffix or suffix in RESERVED_SUFFIXES or suffix.startswith(RESERVED_SUFFIX_PREFIXES):
             raise ValueError(
-                f"key suffix {suffix!r} is empty or reserved by the checkpoint store "
-                f"({', '.join(sorted(RESERVED_SUFFIXES))}, ckpt:*, kf:*); "
+                f"key suffix {suffix!r} is empty or reserved by the checkpoint store and the run queue "
+                f"({', '.join(sorted(RESERVED_SUFFIXES))}, ckpt:*, kf:*, rq:*); "
                 "use your own namespace, e.g. 'result:...'"
             )
         return self.key(instance_id, suffix)
+
+    # -- the run queue -------------------------------------------------------------------------------------
+
+    def run_queue(self, instance_id: str) -> str:
+        return self.key(instance_id, "rq:queue")
+
+    def run_sched(self, instance_id: str) -> str:
+        return self.key(instance_id, "rq:sched")
+
+    def run_record(self, instance_id: str, run_hex: str) -> str:
+        return self.key(instance_id, f"rq:run:{run_hex}")
+
+    def runs_done(self, instance_id: str) -> str:
+        return self.key(instance_id, "rq:done")
+
+    def events(self, instance_id: str) -> str:
+        return self.key(instance_id, "rq:events")
+
+    def queue_key(self, name: str) -> str:
+        """``P:rq:<name>``: the run queue's keys and channels outside any instance slot."""
+        return f"{self.prefix}:rq:{name}"

@@ -85,6 +85,16 @@ class _Clients(NamedTuple):
     waiting: Redis
 
 
+def fenced_out(record: CheckpointRecord, lease: Lease, status: int) -> ReservationLostError:
+    """The error of a checkpoint write refused by the fence (``status`` as ``fenced_write.lua`` replies)."""
+    lease.lost = True
+    why = "another run reserved it since" if status == _EPOCH_MOVED else "it expired or was taken over"
+    return ReservationLostError(
+        f"the lease on {lease.instance_id!r} (epoch {lease.epoch}) has ended ({why}); "
+        f"checkpoint {record.checkpoint_id!r} was not written"
+    )
+
+
 class RedisStore(Store):
     """``Store`` on Redis. Construct with an async client, or with ``from_url``.
 
@@ -185,6 +195,12 @@ class RedisStore(Store):
     def client(self) -> Redis:
         """The redis.asyncio client for the running event loop."""
         return self._current().client
+
+    @property
+    def epoch_ttl_ms(self) -> int:
+        """How long an epoch key lives after each reserve, renewal or fenced write (``keys.epoch_ttl``), in ms;
+        scripts of other components that take or extend this store's leases (the run queue's) extend it too."""
+        return self._epoch_ms
 
     @property
     def blocking_client(self) -> Redis:
@@ -303,6 +319,20 @@ class RedisStore(Store):
 
     async def write_record(self, record: CheckpointRecord, lease: Lease | None) -> None:
         instance_id = record.instance_id
+        keys, args = self.checkpoint_call(record, lease)
+        with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", instance_id):
+            status = await self._scripts.fenced_write(keys=keys, args=args)
+        if status == _WRITTEN:
+            return
+        assert lease is not None  # an unfenced write is never refused
+        raise fenced_out(record, lease, status)
+
+    def checkpoint_call(self, record: CheckpointRecord, lease: Lease | None) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``fenced_write.lua`` for ``record`` (the run queue's journaled write extends them).
+
+        ``ValueError`` when the lease or the id names another instance than the record.
+        """
+        instance_id = record.instance_id
         if lease is not None and lease.instance_id != instance_id:
             raise ValueError(
                 f"checkpoint {record.checkpoint_id!r} belongs to {instance_id!r} but the lease is on "
@@ -315,41 +345,28 @@ class RedisStore(Store):
                 f"{instance_id!r}: use engine.checkpoint.new_checkpoint_id({instance_id!r}) or an id of your own"
             )
         keys = self.keys
-        with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", instance_id):
-            status = await self._scripts.fenced_write(
-                keys=[
-                    keys.lock(instance_id),
-                    keys.epoch(instance_id),
-                    keys.index(instance_id),
-                    keys.kfmap(instance_id),
-                    keys.kfrefs(instance_id),
-                    keys.head(instance_id, record.checkpoint_id),
-                    keys.keyframe(instance_id, record.keyframe_id),
-                ],
-                args=[
-                    "" if lease is None else lease.token,
-                    0 if lease is None else lease.epoch,
-                    record.checkpoint_id,
-                    record.keyframe_id,
-                    record.head,
-                    0 if record.keyframe is None else 1,
-                    b"" if record.keyframe is None else record.keyframe,
-                    self.retention,
-                    0 if self.checkpoint_ttl is None else milliseconds(self.checkpoint_ttl),
-                    *self._layout(instance_id),
-                    instance_id,
-                    self._epoch_ms,
-                ],
-            )
-        if status == _WRITTEN:
-            return
-        assert lease is not None  # an unfenced write is never refused
-        lease.lost = True
-        why = "another run reserved it since" if status == _EPOCH_MOVED else "it expired or was taken over"
-        raise ReservationLostError(
-            f"the lease on {instance_id!r} (epoch {lease.epoch}) has ended ({why}); "
-            f"checkpoint {record.checkpoint_id!r} was not written"
-        )
+        return [
+            keys.lock(instance_id),
+            keys.epoch(instance_id),
+            keys.index(instance_id),
+            keys.kfmap(instance_id),
+            keys.kfrefs(instance_id),
+            keys.head(instance_id, record.checkpoint_id),
+            keys.keyframe(instance_id, record.keyframe_id),
+        ], [
+            "" if lease is None else lease.token,
+            0 if lease is None else lease.epoch,
+            record.checkpoint_id,
+            record.keyframe_id,
+            record.head,
+            0 if record.keyframe is None else 1,
+            b"" if record.keyframe is None else record.keyframe,
+            self.retention,
+            0 if self.checkpoint_ttl is None else milliseconds(self.checkpoint_ttl),
+            *self._layout(instance_id),
+            instance_id,
+            self._epoch_ms,
+        ]
 
     async def read_record(self, checkpoint_id: str) -> tuple[bytes, bytes | None] | None:
         """Head and keyframe in one ``EVALSHA`` (no pipeline: a pipeline asks ``SCRIPT EXISTS`` first)."""

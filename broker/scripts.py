@@ -4,7 +4,9 @@ Each script is registered with ``client.register_script``: calls go out as ``EVA
 the script and retries once when the server answers ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``). Each
 file's header states its KEYS, ARGV and replies. Helpers shared by several scripts live in ``*_lib.lua`` files
 prepended to them: ``checkpoint_lib.lua`` to the scripts that drop heads (so retention and delete share one
-definition of "drop"), ``task_lib.lua`` to the worker's scripts (one definition of a task copy's fence).
+definition of "drop") and to the run queue's journaled write (which runs the fenced write's own code),
+``task_lib.lua`` to the worker's scripts (one definition of a task copy's fence), ``rq_lib.lua`` to the run
+queue's scripts.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-#: Script -> the helper file prepended to it.
+#: The run queue's scripts, each with ``rq_lib.lua`` in front.
+QUEUE_SCRIPTS = ("rq_submit", "rq_start", "rq_commit", "rq_events", "rq_finish", "rq_cancel")
+
+#: Script -> the helper files prepended to it, in order.
 _LIBRARIES = {
-    "fenced_write": "checkpoint_lib",
-    "delete_record": "checkpoint_lib",
-    "put_result": "task_lib",
-    "claim": "task_lib",
+    "fenced_write": ("checkpoint_lib",),
+    "delete_record": ("checkpoint_lib",),
+    "put_result": ("task_lib",),
+    "claim": ("task_lib",),
+    **{name: ("rq_lib",) for name in QUEUE_SCRIPTS},
+    "rq_commit": ("checkpoint_lib", "rq_lib"),
 }
 
 
@@ -35,8 +42,7 @@ def script_source(name: str) -> str:
     """The text of ``broker/<name>.lua``, with the shared helpers in front where the script uses them."""
     package = resources.files(__package__)
     text = package.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    library = _LIBRARIES.get(name)
-    if library is not None:
+    for library in reversed(_LIBRARIES.get(name, ())):
         text = package.joinpath(f"{library}.lua").read_text(encoding="utf-8") + "\n" + text
     return text
 

@@ -72,13 +72,18 @@ class StateDelta:
 
 @dataclass(slots=True)  # not frozen: built every superstep, and frozen __init__ costs a setattr per field
 class CheckpointRecord:
-    """What a store writes for one checkpoint: the encoded head, and the keyframe when this head cuts one."""
+    """What a store writes for one checkpoint: the encoded head, and the keyframe when this head cuts one.
+
+    ``events`` are the events this checkpoint commits (outputs, requests, ``checkpoint_created``...): a store
+    that journals runs (the run queue's) writes them in the same atomic step; others ignore them.
+    """
 
     checkpoint_id: str
     instance_id: str
     keyframe_id: str
     head: bytes
     keyframe: bytes | None = None
+    events: list[Any] | None = None
 
 
 def needs_keyframe(delta_entries: int, state_entries: int) -> bool:

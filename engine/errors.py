@@ -81,5 +81,12 @@ class ReservationLostError(WorkflowError):
     """The lease of this run ended (expired or taken over); the write was refused and nothing was written."""
 
 
+class RunCancelledError(WorkflowError):
+    """The run was stopped by ``RunQueue.cancel``: queued, it never started; running, it stopped at a barrier.
+
+    The instance stays at that barrier with its queued work kept: ``run()`` continues it, a reset discards it.
+    """
+
+
 class StoreError(WorkflowError):
     """The store's backend failed (connection, wrong key type); the message names the operation."""

@@ -43,11 +43,17 @@ class EventType:
     CHECKPOINT_CREATED = "checkpoint_created"
     WARNING = "warning"
     FAILED = "failed"
+    #: the last event of a run executed by the run queue: ``data`` is ``{"state", "status", "error"}``
+    RUN_ENDED = "run_ended"
 
 
 @dataclass(slots=True)
 class WorkflowEvent:
-    """One thing that happened in a run. ``data`` is the payload (an output, a request, a status...)."""
+    """One thing that happened in a run. ``data`` is the payload (an output, a request, a status...).
+
+    ``event_id`` and ``run_id`` are set on events read from an instance's event stream (the run queue's):
+    ``event_id`` is the stream entry id, monotonic within the instance.
+    """
 
     type: str
     data: Any = None
@@ -55,6 +61,8 @@ class WorkflowEvent:
     superstep: int | None = None
     request_id: str | None = None
     details: dict[str, Any] | None = None
+    event_id: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from . import codec
 from .checkpoint import new_checkpoint_id
 from .checkpoint_format import DecodedCheckpoint, HeadFields, StateDelta, encode_record, needs_keyframe
 from .errors import SerializationError
-from .events import RunState
+from .events import RunState, WorkflowEvent
 from .messages import Delivery, PendingRequest
 from .store import Lease, Store
 
@@ -34,6 +34,10 @@ class Changes:
     fresh: bool = False
     #: the parent to record instead of the current checkpoint (``restore`` names the restored one)
     parent: str | None = None
+    #: the id to write under, when the caller minted it first (its events name the checkpoint)
+    checkpoint_id: str | None = None
+    #: the events this barrier commits, handed to the store with the record (a journaling store keeps them)
+    events: list[WorkflowEvent] | None = None
 
 
 @dataclass(slots=True)
@@ -93,7 +97,7 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     Cost grows with what changed: the state dicts are copied only when a keyframe is cut (amortised by
     ``needs_keyframe``); otherwise the head carries the cumulative delta since the keyframe.
     """
-    checkpoint_id = new_checkpoint_id(who.instance_id)
+    checkpoint_id = changes.checkpoint_id or new_checkpoint_id(who.instance_id)
     base = InstanceState() if changes.fresh else state  # what this checkpoint builds on
     parent = None if changes.fresh else (changes.parent or state.checkpoint_id)
     shared, executor_sets = changes.shared, changes.executor_sets
@@ -137,6 +141,7 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
         )
     except SerializationError as exc:
         raise _in_user_terms(exc, fields, changes) from exc
+    record.events = changes.events
     await store.write_record(record, who.lease)
     # stored: now, and only now, the live state changes
     if keyframe_state is not None:

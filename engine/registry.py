@@ -13,6 +13,7 @@ from .errors import WorkflowError
 
 if TYPE_CHECKING:
     from .builder import WorkflowBuilder
+    from .graph import Graph
 
 Factory = Callable[[], "WorkflowBuilder"]
 _factories: dict[str, Factory] = {}
@@ -41,3 +42,19 @@ def workflow_factory(name: str) -> Factory:
 
 def registered_workflows() -> dict[str, Factory]:
     return dict(_factories)
+
+
+_graphs: dict[str, tuple[Factory, Graph]] = {}
+
+
+def workflow_graph(name: str) -> Graph:
+    """The validated graph of the workflow registered as ``name``, built once per factory.
+
+    Hosts that run many instances of one workflow (the run queue's coordinators) share it: a ``Graph`` is
+    immutable and holds no run state (executors keep theirs in the instance, see DESIGN §2).
+    """
+    factory = workflow_factory(name)
+    known = _graphs.get(name)
+    if known is None or known[0] is not factory:
+        known = _graphs[name] = (factory, factory().build_graph())
+    return known[1]

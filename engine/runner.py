@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from . import codec
+from .checkpoint import new_checkpoint_id
 from .dispatch import Dispatcher, ExecutorBatch, SuperstepResult, SuperstepWork
 from .eager import start_eagerly
 from .errors import ConvergenceError, ExecutorFailedError, SerializationError
@@ -22,6 +23,7 @@ from .instance_state import Changes, Identity, InstanceState, commit
 from .messages import Delivery, PendingRequest
 from .outcome import DeliveryOutcome, unencodable_effect
 from .routing import route
+from .run_control import RunControl
 from .store import Store, lease_lost_error
 
 
@@ -74,6 +76,7 @@ class SuperstepRunner:
         state: InstanceState,
         who: Identity,
         lease_lost: asyncio.Future[None] | None = None,
+        control: RunControl | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -82,13 +85,16 @@ class SuperstepRunner:
         self.who = who
         #: done once the lease is known lost: running handlers are cancelled then, not at the barrier
         self.lease_lost = lease_lost
+        self.control = control
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
-        state = self.state
+        state, control = self.state, self.control
         for _ in range(max_supersteps):
             if not state.messages:
                 return
+            if control is not None and control.stop is not None:  # the host stops the run at this barrier
+                raise control.stop
             superstep = state.superstep + 1
             yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
             live: list[WorkflowEvent] = []
@@ -170,7 +176,8 @@ class SuperstepRunner:
             check_encodable(events, outcomes)
         if who.lease.lost:
             raise lease_lost_error(who.lease, f"before committing superstep {superstep}")
-        checkpoint_id = await commit(self.store, state, changes, who)
+        # the events name the checkpoint and go to the store with it (a journaling store commits them together)
+        checkpoint_id = changes.checkpoint_id = new_checkpoint_id(who.instance_id)
         dropped = routed.dropped + [o.dropped for o in outcomes if o.dropped]
         if dropped:
             details = {"dropped": len(dropped), "reasons": dropped}
@@ -184,6 +191,8 @@ class SuperstepRunner:
             )
         events.append(WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep))
         events.append(WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep))
+        changes.events = events
+        await commit(self.store, state, changes, who)
         return events
 
 

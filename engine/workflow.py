@@ -15,10 +15,12 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
+from .checkpoint import new_checkpoint_id
 from .dispatch import Dispatcher
 from .eager import start_eagerly
 from .errors import (
     GraphSignatureMismatchError,
+    RunCancelledError,
     UnknownRequestError,
     WorkflowError,
     WorkflowNotIdleError,
@@ -28,6 +30,7 @@ from .events import EventType, Lifecycle, RunResult, RunState, WorkflowEvent, re
 from .graph import Graph, mermaid
 from .instance_state import Changes, Identity, InstanceState, commit
 from .messages import INPUT_SOURCE, Delivery, PendingRequest
+from .run_control import RunControl
 from .run_session import RunCall, RunSession, WorkflowStream, outputs_of
 from .runner import SuperstepRunner
 from .store import Lease, Store, new_token, owner_info
@@ -84,14 +87,14 @@ class Workflow:
 
     # -- reservation -------------------------------------------------------------------------------------
 
-    def _reserve(self, run_id: str) -> tuple[str, Lease | None]:
+    def _reserve(self, run_id: str, *, store: bool = True) -> tuple[str, Lease | None]:
         """Reserve synchronously: this handle first, then the store if it can answer without awaiting."""
         if self._token is not None:
             raise WorkflowRunInProgressError(
                 f"workflow instance {self.instance_id!r} already has a run in progress on this handle"
             )
         token = new_token()
-        lease = self.store.reserve_nowait(self.instance_id, token, owner_info(run_id))
+        lease = self.store.reserve_nowait(self.instance_id, token, owner_info(run_id)) if store else None
         self._token = token
         self._lifecycle = Lifecycle.RESERVED
         return token, lease
@@ -205,23 +208,46 @@ class Workflow:
         """Like ``run()``, as an async iterator of events; ``await stream.result()`` gives the ``RunResult``."""
         return WorkflowStream(self._start(message, responses, checkpoint_id))
 
+    def hosted_stream(
+        self,
+        control: RunControl,
+        message: Any = None,
+        *,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+    ) -> WorkflowStream:
+        """``stream()`` for a host that holds the lease and names the run (see ``engine/run_control.py``).
+
+        The run neither reserves, renews nor releases the store lease: ``control.lease`` is the host's.
+        """
+        return WorkflowStream(self._start(message, responses, checkpoint_id, control))
+
     def _start(
-        self, message: Any, responses: Mapping[str, Any] | None, checkpoint_id: str | None
+        self,
+        message: Any,
+        responses: Mapping[str, Any] | None,
+        checkpoint_id: str | None,
+        control: RunControl | None = None,
     ) -> RunSession:
         if message is not None and checkpoint_id is not None:
             raise ValueError("pass either a new message or a checkpoint_id to resume from, not both")
         if message is not None and responses:
             raise ValueError("pass either a new message or responses to pending requests, not both")
-        run_id = os.urandom(8).hex()
-        token, lease = self._reserve(run_id)
-        holder: list[Lease] = [lease] if lease is not None else []
+        if control is None:
+            run_id = os.urandom(8).hex()
+            token, lease = self._reserve(run_id)
+            holder: list[Lease] = [lease] if lease is not None else []
+        else:  # hosted: only this handle is reserved here; the store lease is the host's
+            run_id = control.run_id
+            token, _ = self._reserve(run_id, store=False)
+            holder = []
 
         def release() -> None:
             self._release_local(token)
             if holder:
                 self.store.release_nowait(holder[0])
 
-        events = self._execute(run_id, token, holder, message, dict(responses or {}), checkpoint_id)
+        events = self._execute(run_id, token, holder, message, dict(responses or {}), checkpoint_id, control)
         return RunSession(events, release, lambda seen: self._result(run_id, seen))
 
     async def _execute(
@@ -232,18 +258,24 @@ class Workflow:
         message: Any,
         responses: dict[str, Any],
         checkpoint_id: str | None,
+        control: RunControl | None = None,
     ) -> AsyncGenerator[WorkflowEvent, None]:
         renewer: asyncio.Task[None] | None = None
         started = False
         try:
-            if not holder:
-                holder.append(await self.store.reserve(self.instance_id, token, owner_info(run_id)))
-            lease = holder[0]
+            if control is not None:
+                lease = control.lease
+            else:
+                if not holder:
+                    holder.append(await self.store.reserve(self.instance_id, token, owner_info(run_id)))
+                lease = holder[0]
             if self._token != token:  # abandoned while acquiring the store lease
                 return
             self._lifecycle = Lifecycle.RUNNING
-            lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            renewer = asyncio.create_task(self._renew(lease, lost))
+            lost: asyncio.Future[None] | None = None
+            if control is None:  # a hosted run's lease is renewed by its host (which stops it if lost)
+                lost = asyncio.get_running_loop().create_future()
+                renewer = asyncio.create_task(self._renew(lease, lost))
             who = Identity(self.instance_id, self.name, self.graph_signature, run_id, lease)
 
             state = await (self._restored(checkpoint_id) if checkpoint_id is not None else self._load_state())
@@ -252,7 +284,7 @@ class Workflow:
                 await self._commit_restore(state, checkpoint_id, who)
             if message is not None:
                 self._check_input(state, message)
-            elif not answers and checkpoint_id is None and not state.messages:
+            elif not (answers or checkpoint_id is not None or state.messages or (control and control.resume)):
                 raise ValueError(
                     f"nothing to run on {self.instance_id!r}: no message, no responses and nothing queued"
                 )
@@ -263,12 +295,20 @@ class Workflow:
             yield WorkflowEvent(EventType.STATUS, RunState.IN_PROGRESS)
             first = self._first_changes(state, message, answers)
             if first is not None:
-                checkpoint = await commit(self.store, state, first, who)
-                yield WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint, superstep=state.superstep)
-            runner = SuperstepRunner(self._graph, self.store, self.dispatcher, state, who, lost)
+                first.checkpoint_id = new_checkpoint_id(self.instance_id)
+                first.events = [
+                    WorkflowEvent(
+                        EventType.CHECKPOINT_CREATED, first.checkpoint_id, superstep=first.superstep
+                    )
+                ]
+                await commit(self.store, state, first, who)
+                yield first.events[0]
+            runner = SuperstepRunner(self._graph, self.store, self.dispatcher, state, who, lost, control)
             async for event in runner.run(self._graph.max_supersteps):
                 yield event
             yield WorkflowEvent(EventType.STATUS, state.run_state())
+        except RunCancelledError:  # stopped by its host at a barrier: the state is that barrier's, no failure
+            raise
         except Exception as exc:
             if started and self._token == token:  # a superseded run never touches the handle
                 self._failed = True

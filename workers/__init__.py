@@ -1,4 +1,5 @@
-"""barrierflow's distributed mode: the Celery app, its configuration, its task, and ``CeleryDispatcher``.
+"""barrierflow's distributed mode: the Celery app, its configuration, its task, ``CeleryDispatcher`` (the
+coordinator's side of a superstep on workers) and ``Coordinator`` (the service that runs the ``RunQueue``'s runs).
 
 ``from barrierflow.workers import CeleryDispatcher, app, configure``: ``app`` is the Celery app (the one ``celery
 -A barrierflow.workers.app worker`` loads from the module ``barrierflow.workers.app``). It is bound here eagerly
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from .app import app, configure, settings_of
 from .config import Settings
+from .coordinator import Coordinator
 from .dispatcher import CeleryDispatcher
 
-__all__ = ["CeleryDispatcher", "Settings", "app", "configure", "settings_of"]
+__all__ = ["CeleryDispatcher", "Coordinator", "Settings", "app", "configure", "settings_of"]

@@ -1,0 +1,86 @@
+-- rq_lib.lua: helpers shared by the run queue's scripts (rq_*.lua); scripts.py prepends it to each of them.
+--
+-- Layout (keys.py): per instance, under the key base P:{I}: — rq:queue (list of queued run hex ids, oldest
+-- first), rq:sched (hash: entry = the instance's ready-stream entry, active = the run in hand), rq:run:<hex>
+-- (hash: a run's record), rq:done (list of ended run hex ids, newest first), rq:events (stream). Outside the
+-- slot: P:rq:ready (stream of instances with work, read by the coordinators' consumer group).
+
+-- Append encoded events (argv[first..]) to an instance's stream, capped near maxlen; the last id, or false.
+local function append_events(stream, maxlen, ttl, argv, first)
+  local last = false
+  for i = first, #argv do
+    last = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', argv[i])
+  end
+  if last and tonumber(ttl) > 0 then
+    redis.call('PEXPIRE', stream, ttl)
+  end
+  return last
+end
+
+-- The next queued run whose record still exists (a record deleted under the queue is skipped), or false.
+local function pop_run(base, queue)
+  while true do
+    local hex = redis.call('LPOP', queue)
+    if not hex then
+      return false
+    end
+    if redis.call('EXISTS', base .. 'rq:run:' .. hex) == 1 then
+      return hex
+    end
+  end
+end
+
+-- Mark run `hex` as started by coordinator `coord`: attempts + 1 (crashes + 1 when it is taken over from a
+-- coordinator that died). Returns what the coordinator needs to run it.
+local function begin_run(base, sched, hex, coord, now, crashed)
+  local run = base .. 'rq:run:' .. hex
+  local attempts = redis.call('HINCRBY', run, 'att', 1)
+  local crashes
+  if crashed then
+    crashes = redis.call('HINCRBY', run, 'crash', 1)
+  else
+    crashes = tonumber(redis.call('HGET', run, 'crash') or '0')
+  end
+  redis.call('HSET', run, 'state', 'running', 'coord', coord)
+  redis.call('HSETNX', run, 'start', now)
+  redis.call('HSET', sched, 'active', hex)
+  local f = redis.call('HMGET', run, 'wf', 'sig', 'in', 'ck', 'cancel', 'after')
+  return {hex, attempts, crashes, f[1], f[2], f[3], f[4], f[5], f[6]}
+end
+
+-- Close a run's record with its final state and result. It is kept result_ttl ms, and only the `keep` newest
+-- ended runs of an instance are kept at all, so 1,000 runs of one instance leave a bounded number of keys.
+local function end_run(base, run, done, hex, state, result, now, last_event, checkpoint, result_ttl, keep)
+  redis.call('HSET', run, 'state', state, 'end', now, 'res', result, 'end_ev', last_event or '')
+  if checkpoint then
+    redis.call('HSET', run, 'ckpt', checkpoint)
+  end
+  redis.call('HDEL', run, 'in', 'cancel')
+  redis.call('PEXPIRE', run, result_ttl)
+  redis.call('LPUSH', done, hex)
+  keep = tonumber(keep)
+  local old = redis.call('LRANGE', done, keep, -1)
+  if #old > 0 then
+    for _, h in ipairs(old) do
+      redis.call('DEL', base .. 'rq:run:' .. h)
+    end
+    redis.call('LTRIM', done, 0, keep - 1)
+  end
+  redis.call('PEXPIRE', done, result_ttl)
+end
+
+-- Take the instance's entry off the ready stream (acknowledged and deleted); if runs are still queued, give it
+-- a fresh entry, so any coordinator can take the instance at once.
+local function reschedule(ready, group, queue, sched, instance)
+  local entry = redis.call('HGET', sched, 'entry')
+  if entry then
+    redis.call('XACK', ready, group, entry)
+    redis.call('XDEL', ready, entry)
+  end
+  redis.call('HDEL', sched, 'active')
+  if redis.call('LLEN', queue) > 0 then
+    redis.call('HSET', sched, 'entry', redis.call('XADD', ready, '*', 'i', instance))
+  else
+    redis.call('DEL', sched)
+  end
+end

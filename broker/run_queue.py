@@ -1,0 +1,532 @@
+"""``RunQueue``: submit runs to Redis, and follow, answer, cancel or read them from any process.
+
+Coordinators (``barrierflow.workers.Coordinator``) take the runs and execute them; this side never runs a
+workflow. How the queue is laid out (``broker/keys.py`` lists the keys):
+
+* **Per instance, a FIFO of runs** (``rq:queue``) and a record per run (``rq:run:<hex>``), in the instance's
+  hash slot. Runs of one instance execute one at a time, in submission order.
+* **One ready stream for all instances** (``P:rq:ready``), read by the consumer group of the coordinators. An
+  entry means "instance I has runnable work"; an instance has at most one (``rq:sched.entry``), however many
+  runs it has queued. A coordinator that reads it drains that instance's runs one after another under one
+  lease, and acknowledges the entry when the instance's FIFO is empty. A busy instance therefore occupies one
+  entry and one coordinator slot, and never holds up other instances (no head-of-line blocking); a run
+  waiting for its instance occupies nothing but its place in the FIFO.
+* **Takeover** is the consumer group's pending list: each coordinator re-claims its in-flight entries every
+  third of the lease TTL (resetting their idle time) in the same round trip that renews their leases, and
+  sweeps entries idle longer than the lease TTL (``XAUTOCLAIM``): their coordinator is dead, and so is its
+  lease. See ``workers/coordinator.py`` for the timeline.
+
+Every state change is one Lua call that moves the record and its indexes together (``rq_submit.lua``,
+``rq_start.lua``, ``rq_commit.lua``, ``rq_finish.lua``, ``rq_cancel.lua``).
+
+**Redis topology.** Those calls touch an instance's keys *and* the ready stream, which lives in no instance's
+slot, so the run queue needs a single-shard Redis (standalone, or Sentinel for failover); Redis Cluster is not
+supported for the queue (the checkpoint store alone stays Cluster-safe). Sharding the ready stream by hash tag,
+with one consumer group per shard, would lift that; it is not done here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from barrierflow.engine import codec
+from barrierflow.engine.builder import WorkflowBuilder
+from barrierflow.engine.checkpoint import instance_of
+from barrierflow.engine.errors import RunCancelledError, WorkflowRunInProgressError
+from barrierflow.engine.events import EventType, RunResult, RunState, WorkflowEvent, request_info_event
+from barrierflow.engine.graph import Graph
+from barrierflow.engine.registry import registered_workflows, workflow_graph
+
+from .batching import ScriptBatcher
+from .per_loop import PerLoop
+from .redis_store import RedisStore, _redis_errors
+from .run_events import StreamReader, follow_stream, parse_id
+from .run_records import (
+    CANCELLED,
+    ENDED,
+    FAILED,
+    RUN_STATES,
+    InstanceInfo,
+    RunInfo,
+    RunTicket,
+    decode_event,
+    encode_event,
+    encode_input,
+    encode_result,
+    error_from_record,
+    error_record,
+    new_run_id,
+    run_info,
+    run_result,
+    split_run_id,
+)
+from .run_waiters import RunWaiters
+from .scripts import QUEUE_SCRIPTS, milliseconds
+
+
+class _LoopState:
+    """What a ``RunQueue`` holds per event loop: its script batcher, waiters and stream reader."""
+
+    def __init__(self, queue: RunQueue) -> None:
+        client = queue.store.client
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        idle = 5.0 if not timeout else max(0.05, min(5.0, timeout / 2))
+        self.scripts = ScriptBatcher(lambda: queue.store.client, (*QUEUE_SCRIPTS, "renew"))
+        self.waiters = RunWaiters(client, queue.keys.queue_key("ended"), idle)
+        self.reader = StreamReader(client, milliseconds(idle))
+
+    async def aclose(self) -> None:
+        await self.waiters.aclose()
+        await self.reader.aclose()
+
+
+class RunQueue:
+    """Durable runs in Redis: ``submit``, ``get``, ``wait``, ``cancel``, ``instance``, ``stream``, ``events``.
+
+    Same Redis and prefix as ``store``. ``result_ttl``: seconds an ended run's record is kept (and at most
+    ``keep_results`` ended runs per instance). ``events_maxlen``: entries kept per instance event stream
+    (approximately: Redis trims whole nodes of 100). ``runs_index_max`` / ``instances_index_max``: entries of
+    the listings' indexes. A coordinator writes results and events with its queue's settings, so give both
+    sides the same ones (``Coordinator(store, queue=RunQueue(store, ...))``).
+    """
+
+    def __init__(
+        self,
+        store: RedisStore,
+        *,
+        result_ttl: float = 7 * 86400,
+        events_maxlen: int = 10_000,
+        keep_results: int = 100,
+        runs_index_max: int = 100_000,
+        instances_index_max: int = 100_000,
+    ) -> None:
+        if result_ttl <= 0 or events_maxlen < 1 or keep_results < 1:
+            raise ValueError("result_ttl, events_maxlen and keep_results must be positive")
+        self.store = store
+        self.keys = store.keys
+        self.result_ttl = result_ttl
+        self.events_maxlen = events_maxlen
+        self.keep_results = keep_results
+        self.runs_index_max = runs_index_max
+        self.instances_index_max = instances_index_max
+        self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self))
+        self._graphs: dict[Any, tuple[str, Graph | None]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RunQueue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop this loop's subscription and stream reader (the store's connections are the store's)."""
+        state = self._loops.pop()
+        if state is not None:
+            await state.aclose()
+
+    def _state(self) -> _LoopState:
+        return self._loops.get()
+
+    @property
+    def ready_key(self) -> str:
+        return self.keys.queue_key("ready")
+
+    @property
+    def ended_channel(self) -> str:
+        return self.keys.queue_key("ended")
+
+    @property
+    def cancel_channel(self) -> str:
+        return self.keys.queue_key("cancel")
+
+    async def call(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of the queue's scripts (batched with the other calls of this loop turn)."""
+        return await self._state().scripts.call(script, keys, args)
+
+    # -- submit ----------------------------------------------------------------------------------------------
+
+    def _workflow(self, workflow: Any) -> tuple[str, Graph | None]:
+        """The workflow's name and, when this process knows it, its graph (to check the input early)."""
+        known = self._graphs.get(workflow)
+        if known is not None:
+            return known
+        if isinstance(workflow, str):
+            name = workflow
+            graph = workflow_graph(name) if name in registered_workflows() else None
+        elif isinstance(workflow, WorkflowBuilder):
+            name, graph = workflow.name, workflow.build_graph()
+        elif callable(workflow):
+            builder = workflow()
+            if not isinstance(builder, WorkflowBuilder):
+                raise TypeError(f"{workflow!r} returned {type(builder).__name__}, not a WorkflowBuilder")
+            name, graph = builder.name, builder.build_graph()
+        else:
+            raise TypeError(
+                f"workflow must be a registered name or a @register_workflow factory, not {type(workflow).__name__}"
+            )
+        if graph is not None and (isinstance(workflow, str) or callable(workflow)):
+            self._graphs[workflow] = (name, graph)
+        return name, graph
+
+    async def submit(
+        self,
+        workflow: Any,
+        message: Any = None,
+        *,
+        instance_id: str | None = None,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+        strategy: str = "enqueue",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunTicket:
+        """Queue a run; it is durable in Redis when this returns. Modes as ``Workflow.run``.
+
+        ``workflow``: a registered name or a ``@register_workflow`` factory. ``instance_id``: a new instance
+        unless given (a ``checkpoint_id`` names its own). ``strategy="reject"``: raise
+        ``WorkflowRunInProgressError`` instead of queueing when the instance has a queued or running run.
+        """
+        if strategy not in ("enqueue", "reject"):
+            raise ValueError(f"strategy must be 'enqueue' or 'reject', not {strategy!r}")
+        if message is not None and checkpoint_id is not None:
+            raise ValueError("pass either a new message or a checkpoint_id to resume from, not both")
+        if message is not None and responses:
+            raise ValueError("pass either a new message or responses to pending requests, not both")
+        name, graph = self._workflow(workflow)
+        if instance_id is None and checkpoint_id is not None:
+            instance_id = instance_of(checkpoint_id)
+            if instance_id is None:
+                raise ValueError(f"{checkpoint_id!r} is not a barrierflow checkpoint id: pass instance_id=")
+        if instance_id is None:
+            if message is None:
+                raise ValueError(
+                    "a new instance needs a message (answers and continuations need instance_id=)"
+                )
+            instance_id = uuid.uuid4().hex
+        if graph is not None and message is not None:
+            start = graph.executors[graph.start_id]
+            if not start.can_handle(message):
+                raise TypeError(f"start executor {start.id!r} has no handler for {type(message).__name__}")
+        run_id, run_hex = new_run_id(instance_id)
+        data = encode_input(message, dict(responses or {}), checkpoint_id)
+        meta = codec.encode(dict(metadata)) if metadata else b""
+        keys, now = self.keys, _now_ms()
+        with _redis_errors("submit", instance_id):
+            reply = await self.call(
+                "rq_submit",
+                [
+                    keys.run_queue(instance_id),
+                    keys.run_sched(instance_id),
+                    keys.run_record(instance_id, run_hex),
+                    keys.events(instance_id),
+                    keys.lock(instance_id),
+                    self.ready_key,
+                    keys.queue_key("runs"),
+                    keys.queue_key("instances"),
+                ],
+                [
+                    instance_id,
+                    run_hex,
+                    run_id,
+                    1 if strategy == "reject" else 0,
+                    name,
+                    graph.signature if graph is not None else "",
+                    data,
+                    meta,
+                    now,
+                    self.runs_index_max,
+                    now - milliseconds(self.result_ttl),
+                    self.instances_index_max,
+                ],
+            )
+        if reply[0] == 0:
+            busy = reply[1].decode()
+            what = (
+                "a run outside the queue holds its lease" if busy == "lock" else f"run {instance_id}@{busy}"
+            )
+            raise WorkflowRunInProgressError(
+                f"instance {instance_id!r} is busy ({what} is queued or running); strategy='reject' refused "
+                "the submission"
+            )
+        return RunTicket(run_id, instance_id)
+
+    # -- read ------------------------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> RunInfo:
+        """The run's record; ``LookupError`` for an unknown id (or a record past its ``result_ttl``)."""
+        instance_id, run_hex = split_run_id(run_id)
+        with _redis_errors("get", instance_id):
+            fields = await self.store.client.hgetall(self.keys.run_record(instance_id, run_hex))
+        if not fields:
+            raise LookupError(f"no run {run_id!r} (never submitted here, or its record expired)")
+        return run_info(run_id, fields)
+
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
+        """The run's ``RunResult`` once it ended, without polling (a pub/sub notice wakes this).
+
+        A failed run raises its typed error (``ExecutorFailedError``, ...), a cancelled one
+        ``RunCancelledError``; ``TimeoutError`` when it has not ended within ``timeout`` seconds.
+        """
+        waiters = self._state().waiters
+        async with asyncio.timeout(timeout):
+            while True:
+                future = await waiters.watch(run_id)
+                try:
+                    info = await self.get(run_id)
+                    if info.ended:
+                        return await self._outcome(info)
+                    await future
+                finally:
+                    waiters.forget(run_id, future)
+
+    async def _outcome(self, info: RunInfo) -> RunResult:
+        if info.state == CANCELLED:
+            raise RunCancelledError(
+                f"run {info.run_id!r} was cancelled" + (f": {info.error['message']}" if info.error else "")
+            )
+        if info.state == FAILED:
+            raise error_from_record(info.error or {"type": "WorkflowError", "message": "failed"})
+        return run_result(info, [event async for event in self.stream(info.run_id)])
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel a run: queued, it never starts; running, it stops at a barrier (the instance stays there).
+
+        ``False`` when the run had ended already. A run whose coordinator was already writing its last
+        barrier may still end ``completed``: the request came too late to matter.
+        """
+        instance_id, run_hex = split_run_id(run_id)
+        error = error_record(RunCancelledError("cancelled before it started"))
+        ended = WorkflowEvent(EventType.RUN_ENDED, {"state": CANCELLED, "status": None, "error": error})
+        keys = self.keys
+        with _redis_errors("cancel", instance_id):
+            reply = await self.call(
+                "rq_cancel",
+                [
+                    keys.run_record(instance_id, run_hex),
+                    keys.run_queue(instance_id),
+                    keys.events(instance_id),
+                    keys.runs_done(instance_id),
+                ],
+                [
+                    run_hex,
+                    run_id,
+                    _now_ms(),
+                    encode_result(None, [], {}, error),
+                    self.events_maxlen,
+                    self.events_ttl_ms,
+                    milliseconds(self.result_ttl),
+                    self.keep_results,
+                    self.ended_channel,
+                    self.cancel_channel,
+                    keys.base(instance_id),
+                    encode_event(ended, run_hex),
+                ],
+            )
+        if reply == -1:
+            raise LookupError(f"no run {run_id!r} (never submitted here, or its record expired)")
+        return reply > 0
+
+    @property
+    def events_ttl_ms(self) -> int:
+        """Event streams expire with the instance's checkpoints (``RedisStore.checkpoint_ttl``), if set."""
+        ttl = self.store.checkpoint_ttl
+        return 0 if ttl is None else milliseconds(ttl)
+
+    async def instance(self, instance_id: str) -> InstanceInfo:
+        """The instance: its latest checkpoint, status, pending requests, active and queued runs, lease holder.
+
+        ``LookupError`` when the instance has neither checkpoints nor runs here.
+        """
+        keys, client = self.keys, self.store.client
+        with _redis_errors("instance", instance_id):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.hget(keys.run_sched(instance_id), "active")
+                pipe.lrange(keys.run_queue(instance_id), 0, -1)
+                pipe.get(keys.owner(instance_id))
+                pipe.zrevrange(keys.index(instance_id), 0, 0)
+                pipe.lindex(keys.runs_done(instance_id), 0)
+                pipe.zscore(keys.queue_key("instances"), instance_id)
+                active, queued, owner, latest, last_done, score = await pipe.execute()
+        if not latest and not active and not queued and not last_done:
+            raise LookupError(f"no instance {instance_id!r} here (no checkpoint and no run)")
+        checkpoint = await self.store.load_checkpoint(latest[0].decode()) if latest else None
+        last_run = None
+        if last_done:
+            with contextlib.suppress(LookupError):
+                last_run = await self.get(f"{instance_id}@{last_done.decode()}")
+        holder = _json(owner)
+        status = _instance_status(checkpoint, active or holder, last_run)
+        pending = (
+            {rid: request_info_event(r) for rid, r in checkpoint.pending_requests.items()}
+            if checkpoint
+            else {}
+        )
+        name = checkpoint.workflow_name if checkpoint else None
+        if name is None and (active or queued):
+            first = (active or queued[0]).decode()
+            with contextlib.suppress(LookupError):
+                name = (await self.get(f"{instance_id}@{first}")).workflow_name
+        return InstanceInfo(
+            instance_id=instance_id,
+            workflow_name=name,
+            status=status,
+            checkpoint_id=checkpoint.checkpoint_id if checkpoint else None,
+            superstep=checkpoint.superstep if checkpoint else 0,
+            pending_requests=pending,
+            active_run_id=f"{instance_id}@{active.decode()}" if active else None,
+            queued_run_ids=[f"{instance_id}@{h.decode()}" for h in queued],
+            holder=holder,
+            updated_at=_from_ms(score),
+        )
+
+    # -- events ----------------------------------------------------------------------------------------------
+
+    async def stream(self, run_id: str) -> AsyncIterator[WorkflowEvent]:
+        """The run's events, live; ends with its ``run_ended`` event (also when it ended long ago)."""
+        instance_id, run_hex = split_run_id(run_id)
+        record = self.keys.run_record(instance_id, run_hex)
+        client = self.store.client
+        with _redis_errors("stream", instance_id):
+            state, after = await client.hmget(record, ["state", "after"])
+        if state is None:
+            raise LookupError(f"no run {run_id!r} (never submitted here, or its record expired)")
+
+        async def ended() -> bool:  # caught up without seeing run_ended: trimmed away, or not yet written
+            current = await client.hget(record, "state")
+            return current is None or current.decode() in ENDED
+
+        async for entry_id, entry in follow_stream(
+            client,
+            lambda: self._state().reader,
+            self.keys.events(instance_id),
+            after.decode(),
+            live=True,
+            at_tail=ended,
+        ):
+            event = decode_event(instance_id, entry_id, entry)
+            if event.run_id != run_id:
+                continue
+            yield event
+            if event.type == EventType.RUN_ENDED:
+                return
+
+    async def events(
+        self, instance_id: str, after: str | None = None, follow: bool = True
+    ) -> AsyncIterator[WorkflowEvent]:
+        """The instance's events after event id ``after`` (from the oldest kept one when ``None``): exactly
+        the following ones, no gap and no duplicate; then, with ``follow``, new ones as they are written."""
+        cursor = "0-0" if after is None else after
+        parse_id(cursor)
+        async for entry_id, entry in follow_stream(
+            self.store.client,
+            lambda: self._state().reader,
+            self.keys.events(instance_id),
+            cursor,
+            live=follow,
+        ):
+            yield decode_event(instance_id, entry_id, entry)
+
+    # -- listings --------------------------------------------------------------------------------------------
+
+    async def list_runs(
+        self, *, instance_id: str | None = None, state: str | None = None, limit: int = 50
+    ) -> list[RunInfo]:
+        """Runs, most recently submitted first; of one instance, or all (from a trimmed index)."""
+        if state is not None and state not in RUN_STATES:
+            raise ValueError(f"state must be one of {', '.join(RUN_STATES)}, not {state!r}")
+        client, keys = self.store.client, self.keys
+        if instance_id is not None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.lrange(keys.run_queue(instance_id), 0, -1)
+                pipe.hget(keys.run_sched(instance_id), "active")
+                pipe.lrange(keys.runs_done(instance_id), 0, -1)
+                queued, active, done = await pipe.execute()
+            hexes = [*reversed(queued), *([active] if active else []), *done]
+            ids = [f"{instance_id}@{h.decode()}" for h in hexes]
+            return [info for info in await self._infos(ids) if state is None or info.state == state][:limit]
+        found: list[RunInfo] = []
+        start, page = 0, max(limit, 50) * 2
+        index = keys.queue_key("runs")
+        while len(found) < limit:
+            ids = [i.decode() for i in await client.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            found += [info for info in await self._infos(ids, index) if state is None or info.state == state]
+            start += page
+        return found[:limit]
+
+    async def _infos(self, run_ids: list[str], index: str | None = None) -> list[RunInfo]:
+        """Records of several runs in one round trip; runs whose record is gone are skipped (and unindexed)."""
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.hgetall(self.keys.run_record(*split_run_id(run_id)))
+            records = await pipe.execute()
+        gone = [run_id for run_id, fields in zip(run_ids, records, strict=True) if not fields]
+        if gone and index is not None:
+            await self.store.client.zrem(index, *gone)
+        return [run_info(r, f) for r, f in zip(run_ids, records, strict=True) if f]
+
+    async def list_instances(
+        self, *, workflow: str | None = None, status: RunState | str | None = None, limit: int = 50
+    ) -> list[InstanceInfo]:
+        """Instances, most recently active first (submitted to, started or ended a run)."""
+        wanted = RunState(status) if status is not None else None
+        client, index = self.store.client, self.keys.queue_key("instances")
+        found: list[InstanceInfo] = []
+        start, page = 0, max(limit, 20) * 2
+        while len(found) < limit:
+            ids = [i.decode() for i in await client.zrevrange(index, start, start + page - 1)]
+            if not ids:
+                break
+            for instance_id in ids:
+                try:
+                    info = await self.instance(instance_id)
+                except LookupError:
+                    await client.zrem(index, instance_id)
+                    continue
+                if (workflow is None or info.workflow_name == workflow) and (
+                    wanted is None or info.status is wanted
+                ):
+                    found.append(info)
+            start += page
+        return found[:limit]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _from_ms(score: float | None) -> datetime | None:
+    return None if score is None else datetime.fromtimestamp(score / 1000, UTC)
+
+
+def _json(raw: bytes | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"raw": raw.decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"raw": value}
+
+
+def _instance_status(checkpoint: Any, busy: Any, last_run: RunInfo | None) -> RunState:
+    if busy:
+        return RunState.IN_PROGRESS
+    ended_here = last_run is not None and last_run.status is not None and last_run.state != CANCELLED
+    if ended_here and (checkpoint is None or last_run.checkpoint_id == checkpoint.checkpoint_id):
+        return last_run.status
+    if checkpoint is None:
+        return RunState.IDLE
+    if checkpoint.messages:
+        # work left at a barrier that no run is continuing: a failed (or cancelled) run's
+        return RunState.FAILED if last_run is not None and last_run.state == FAILED else RunState.IN_PROGRESS
+    return RunState.IDLE_WITH_PENDING_REQUESTS if checkpoint.pending_requests else RunState.IDLE

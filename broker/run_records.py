@@ -1,0 +1,230 @@
+"""What the run queue stores and hands out: run ids, run and instance records, events on the instance stream.
+
+Stored values are ``engine.codec`` msgpack (never pickle); a run record is a Redis hash whose small fields are
+plain strings, so the Lua scripts can read and move them (``broker/rq_*.lua``).
+
+Run ids find their instance like checkpoint ids do: ``<instance id>@<16 hex>``. The hex part names the run's
+keys inside the instance's hash slot (``P:{I}:rq:run:<hex>``) and travels with each of its events.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from barrierflow.engine import codec, errors
+from barrierflow.engine.errors import ExecutorFailedError, WorkflowError
+from barrierflow.engine.events import RunResult, RunState, WorkflowEvent
+
+from .keys import check_instance_id
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
+#: Every ``RunInfo.state``; the last three are final.
+RUN_STATES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+ENDED = frozenset({COMPLETED, FAILED, CANCELLED})
+
+_HEX_LEN = 16
+
+
+def new_run_id(instance_id: str) -> tuple[str, str]:
+    """A fresh ``(run id, hex)`` for a run of ``instance_id``."""
+    run_hex = os.urandom(_HEX_LEN // 2).hex()
+    return f"{check_instance_id(instance_id)}@{run_hex}", run_hex
+
+
+def split_run_id(run_id: str) -> tuple[str, str]:
+    """``(instance id, hex)`` of a run id; ``LookupError`` for a string that is not one."""
+    instance_id, sep, run_hex = str(run_id).rpartition("@")
+    if not sep or not instance_id or len(run_hex) != _HEX_LEN or "{" in instance_id or "}" in instance_id:
+        raise LookupError(f"{run_id!r} is not a run id (INSTANCE@<16 hex digits>)")
+    try:
+        int(run_hex, 16)
+    except ValueError:
+        raise LookupError(f"{run_id!r} is not a run id (INSTANCE@<16 hex digits>)") from None
+    return instance_id, run_hex
+
+
+@dataclass(frozen=True, slots=True)
+class RunTicket:
+    """What ``submit`` returns: the run and its instance (a new one unless ``instance_id=`` was given)."""
+
+    run_id: str
+    instance_id: str
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """A run's record (``RunQueue.get``). ``state`` is one of ``RUN_STATES``; ``status`` the instance's
+    ``RunState`` when the run ended; ``error`` is ``{type, message, executor_id, error_type, traceback}``."""
+
+    run_id: str
+    instance_id: str
+    workflow_name: str
+    state: str
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    status: RunState | None = None
+    outputs: list[Any] = field(default_factory=list)
+    pending_requests: dict[str, WorkflowEvent] = field(default_factory=dict)
+    checkpoint_id: str | None = None
+    error: dict[str, Any] | None = None
+    attempts: int = 0
+    coordinator: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED
+
+
+@dataclass(slots=True)
+class InstanceInfo:
+    """An instance as the queue and its latest checkpoint see it (``RunQueue.instance``).
+
+    ``holder`` is the lease owner (``host``, ``pid``, ``run_id``, ``since``, and ``coordinator`` for a run
+    queue run) or ``None`` when nobody holds the instance.
+    """
+
+    instance_id: str
+    workflow_name: str | None
+    status: RunState
+    checkpoint_id: str | None
+    superstep: int
+    pending_requests: dict[str, WorkflowEvent]
+    active_run_id: str | None
+    queued_run_ids: list[str]
+    holder: dict[str, Any] | None
+    updated_at: datetime | None = None
+
+
+# -- inputs and results ------------------------------------------------------------------------------------------
+
+
+def encode_input(message: Any, responses: dict[str, Any] | None, checkpoint_id: str | None) -> bytes:
+    return codec.encode([message, responses or {}, checkpoint_id])
+
+
+def decode_input(data: bytes) -> tuple[Any, dict[str, Any], str | None]:
+    message, responses, checkpoint_id = codec.decode(data)
+    return message, dict(responses), checkpoint_id
+
+
+def encode_result(
+    status: RunState | None,
+    outputs: list[Any],
+    pending: dict[str, WorkflowEvent],
+    error: dict[str, Any] | None,
+) -> bytes:
+    return codec.encode({"status": status, "outputs": outputs, "pending": pending, "error": error})
+
+
+def error_record(exc: BaseException) -> dict[str, Any]:
+    """``RunInfo.error`` of an exception: its class, message, and for a handler failure the handler's details."""
+    if isinstance(exc, ExecutorFailedError):
+        return {
+            "type": type(exc).__name__,
+            "message": exc.message,
+            "executor_id": exc.executor_id,
+            "error_type": exc.error_type,
+            "traceback": exc.traceback,
+        }
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "executor_id": getattr(exc, "executor_id", None),
+        "error_type": None,
+        "traceback": None,
+    }
+
+
+#: Builtin exceptions the engine raises before a run starts (bad input), raised again as themselves.
+_BUILTIN_ERRORS = ("ValueError", "TypeError", "KeyError", "LookupError", "TimeoutError")
+
+
+def error_from_record(error: dict[str, Any]) -> Exception:
+    """The typed exception a failed run's ``error`` stands for (``wait`` raises it)."""
+    kind, message = error.get("type") or "WorkflowError", error.get("message") or ""
+    if kind == "ExecutorFailedError":
+        return ExecutorFailedError(
+            error.get("executor_id") or "?",
+            error.get("error_type") or "Exception",
+            message,
+            error.get("traceback") or "",
+        )
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, WorkflowError):
+        return cls(message)
+    if kind in _BUILTIN_ERRORS:
+        return getattr(builtins, kind)(message)
+    return WorkflowError(f"{kind}: {message}")
+
+
+def _time(value: bytes | None) -> datetime | None:
+    return None if not value else datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def run_info(run_id: str, fields: dict[bytes, bytes]) -> RunInfo:
+    """A ``RunInfo`` from a record hash (``HGETALL``)."""
+    instance_id, _ = split_run_id(run_id)
+    get = fields.get
+    info = RunInfo(
+        run_id=run_id,
+        instance_id=instance_id,
+        workflow_name=(get(b"wf") or b"").decode(),
+        state=(get(b"state") or b"queued").decode(),
+        submitted_at=_time(get(b"sub")),
+        started_at=_time(get(b"start")),
+        finished_at=_time(get(b"end")),
+        checkpoint_id=(get(b"ckpt") or get(b"ck") or b"").decode() or None,
+        attempts=int(get(b"att") or 0),
+        coordinator=(get(b"coord") or b"").decode() or None,
+        metadata=codec.decode(get(b"meta")) if get(b"meta") else {},
+    )
+    raw = get(b"res")
+    if raw:
+        result = codec.decode(raw)
+        info.status = result["status"]
+        info.outputs = result["outputs"]
+        info.pending_requests = result["pending"]
+        info.error = result["error"]
+    return info
+
+
+def run_result(info: RunInfo, events: list[WorkflowEvent]) -> RunResult:
+    """The ``RunResult`` of an ended, successful run (what in-process ``run()`` would have returned)."""
+    return RunResult(
+        outputs=list(info.outputs),
+        events=events,
+        status=info.status or RunState.IDLE,
+        pending_requests=dict(info.pending_requests),
+        checkpoint_id=info.checkpoint_id,
+        run_id=info.run_id,
+    )
+
+
+# -- events on the instance stream -------------------------------------------------------------------------------
+
+
+def encode_event(event: WorkflowEvent, run_hex: str) -> bytes:
+    """One stream entry: the event's fields and the hex id of its run (the stream is the instance's)."""
+    return codec.encode(
+        [event.type, event.data, event.executor_id, event.superstep, event.request_id, event.details, run_hex]
+    )
+
+
+def decode_event(instance_id: str, entry_id: bytes | str, entry: dict[bytes, bytes]) -> WorkflowEvent:
+    kind, data, executor_id, superstep, request_id, details, run_hex = codec.decode(entry[b"e"])
+    return WorkflowEvent(
+        kind,
+        data,
+        executor_id,
+        superstep,
+        request_id,
+        details,
+        entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        f"{instance_id}@{run_hex}",
+    )
