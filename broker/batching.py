@@ -8,13 +8,15 @@ error: ``raise_on_error=False``). Under load the runs synchronise by themselves:
 resume their callers in the same turn, and their next calls form the next batch. A lone call costs what a
 direct call costs, plus one ``call_soon``.
 
-The pipeline sends plain ``EVALSHA`` (redis-py's pipelines would add a ``SCRIPT EXISTS`` round trip to every
-batch); a ``NOSCRIPT`` reply (a restarted or flushed Redis) loads the scripts and retries those calls once.
+The pipeline sends plain ``EVALSHA`` of each script's SHA-1 (redis-py's pipelines would add a ``SCRIPT EXISTS``
+round trip to every batch); a ``NOSCRIPT`` reply (the first use, a restarted or flushed Redis) loads the
+scripts and retries those calls once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +37,9 @@ class ScriptBatcher:
     def __init__(self, client: Callable[[], Redis], names: Sequence[str]) -> None:
         self._client = client
         self._sources = {name: script_source(name) for name in names}
-        self._shas: dict[str, str] = {}
+        self._shas = {
+            name: hashlib.sha1(source.encode()).hexdigest() for name, source in self._sources.items()
+        }
         self._queue: list[_Call] = []
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
@@ -59,14 +63,12 @@ class ScriptBatcher:
             task.add_done_callback(self._sending.discard)
 
     async def _load(self, client: Redis) -> None:
-        for name, source in self._sources.items():
-            self._shas[name] = await client.script_load(source)
+        for source in self._sources.values():
+            await client.script_load(source)
 
     async def _send(self, calls: list[_Call]) -> None:
         try:
             client = self._client()
-            if not self._shas:
-                await self._load(client)
             replies = await self._pipeline(client, calls)
             retry = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if retry:

@@ -46,7 +46,7 @@ from barrierflow.engine.registry import registered_workflows, workflow_graph
 
 from .batching import ScriptBatcher
 from .per_loop import PerLoop
-from .redis_store import RedisStore, _redis_errors
+from .redis_store import RedisStore, _redis_errors, socket_timeout_of
 from .run_events import StreamReader, follow_stream, parse_id
 from .run_records import (
     CANCELLED,
@@ -76,7 +76,7 @@ class _LoopState:
 
     def __init__(self, queue: RunQueue) -> None:
         client = queue.store.client
-        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        timeout = socket_timeout_of(client)  # blocking reads stay well below it
         idle = 5.0 if not timeout else max(0.05, min(5.0, timeout / 2))
         self.scripts = ScriptBatcher(lambda: queue.store.client, (*QUEUE_SCRIPTS, "renew"))
         self.waiters = RunWaiters(client, queue.keys.queue_key("ended"), idle)
@@ -294,7 +294,8 @@ class RunQueue:
             )
         if info.state == FAILED:
             raise error_from_record(info.error or {"type": "WorkflowError", "message": "failed"})
-        return run_result(info, [event async for event in self.stream(info.run_id)])
+        events = [event async for event in self.stream(info.run_id) if event.type != EventType.RUN_ENDED]
+        return run_result(info, events)
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel a run: queued, it never starts; running, it stops at a barrier (the instance stays there).
@@ -439,7 +440,10 @@ class RunQueue:
     async def list_runs(
         self, *, instance_id: str | None = None, state: str | None = None, limit: int = 50
     ) -> list[RunInfo]:
-        """Runs, most recently submitted first; of one instance, or all (from a trimmed index)."""
+        """Runs, most recently submitted first; of one instance, or all (from a trimmed index).
+
+        Summaries: ``outputs`` and ``pending_requests`` are left empty (``get`` has them).
+        """
         if state is not None and state not in RUN_STATES:
             raise ValueError(f"state must be one of {', '.join(RUN_STATES)}, not {state!r}")
         client, keys = self.store.client, self.keys
@@ -464,7 +468,8 @@ class RunQueue:
         return found[:limit]
 
     async def _infos(self, run_ids: list[str], index: str | None = None) -> list[RunInfo]:
-        """Records of several runs in one round trip; runs whose record is gone are skipped (and unindexed)."""
+        """Summaries of several runs in one round trip (no outputs or requests: their types may not be
+        importable here); runs whose record is gone are skipped (and unindexed)."""
         async with self.store.client.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
                 pipe.hgetall(self.keys.run_record(*split_run_id(run_id)))
@@ -472,7 +477,7 @@ class RunQueue:
         gone = [run_id for run_id, fields in zip(run_ids, records, strict=True) if not fields]
         if gone and index is not None:
             await self.store.client.zrem(index, *gone)
-        return [run_info(r, f) for r, f in zip(run_ids, records, strict=True) if f]
+        return [run_info(r, f, full=False) for r, f in zip(run_ids, records, strict=True) if f]
 
     async def list_instances(
         self, *, workflow: str | None = None, status: RunState | str | None = None, limit: int = 50

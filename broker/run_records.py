@@ -119,7 +119,9 @@ def encode_result(
     pending: dict[str, WorkflowEvent],
     error: dict[str, Any] | None,
 ) -> bytes:
-    return codec.encode({"status": status, "outputs": outputs, "pending": pending, "error": error})
+    """``[status, error, payload]``: the payload (outputs and requests, which may name the application's types)
+    stays bytes inside, so a summary decodes in a process that does not import those types (``runs list``)."""
+    return codec.encode([status, error, codec.encode([outputs, pending])])
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
@@ -167,8 +169,8 @@ def _time(value: bytes | None) -> datetime | None:
     return None if not value else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
-def run_info(run_id: str, fields: dict[bytes, bytes]) -> RunInfo:
-    """A ``RunInfo`` from a record hash (``HGETALL``)."""
+def run_info(run_id: str, fields: dict[bytes, bytes], *, full: bool = True) -> RunInfo:
+    """A ``RunInfo`` from a record hash (``HGETALL``); without ``full``, outputs and requests stay empty."""
     instance_id, _ = split_run_id(run_id)
     get = fields.get
     info = RunInfo(
@@ -186,11 +188,9 @@ def run_info(run_id: str, fields: dict[bytes, bytes]) -> RunInfo:
     )
     raw = get(b"res")
     if raw:
-        result = codec.decode(raw)
-        info.status = result["status"]
-        info.outputs = result["outputs"]
-        info.pending_requests = result["pending"]
-        info.error = result["error"]
+        info.status, info.error, payload = codec.decode(raw)
+        if full:
+            info.outputs, info.pending_requests = codec.decode(payload)
     return info
 
 

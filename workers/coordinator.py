@@ -240,15 +240,18 @@ class Coordinator:
             cancels = Subscription(
                 self.store.client, self.queue.cancel_channel, self._on_cancel, idle_timeout=self.read_block
             )
-            helpers = [
-                asyncio.ensure_future(self._intake()),
-                asyncio.ensure_future(self._heartbeat()),
-                asyncio.ensure_future(cancels.ready()),
-            ]
+            helpers = [asyncio.ensure_future(self._intake()), asyncio.ensure_future(self._heartbeat())]
+            await cancels.ready()
             logger.info("coordinator %s serving (concurrency %d)", self.name, self.concurrency)
-            await self._stop_requested.wait()
+            stopping = asyncio.ensure_future(self._stop_requested.wait())
+            await asyncio.wait([stopping, *helpers], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            failed = next((t for t in helpers if t.done() and not t.cancelled() and t.exception()), None)
+            self._stopping = True
             await self._hand_back_all()
             await cancels.aclose()
+            if failed is not None:  # a bug, not a Redis outage (those are retried): stop loudly
+                raise failed.exception()  # type: ignore[misc]
         finally:
             for task in helpers:
                 task.cancel()
@@ -483,7 +486,7 @@ class Coordinator:
         except Exception as exc:
             if slot.reason == LOST:
                 return wf, None
-            return wf, Ending(FAILED, status=RunState.FAILED, outputs=outputs, error=error_record(exc))
+            return wf, Ending(FAILED, status=wf.status, outputs=outputs, error=error_record(exc))
         finally:
             slot.run_task = slot.control = None
         return wf, Ending(COMPLETED, result.status, outputs, dict(result.pending_requests))

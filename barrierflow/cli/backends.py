@@ -79,15 +79,20 @@ def memory_store() -> Store:
     return MemoryStore()
 
 
-async def redis_store(target: RedisTarget, prefix: str, checkpoint_ttl: float | None = None) -> Store:
-    """A ``RedisStore`` that has answered a ``PING`` (``CliError`` with exit code 3 otherwise)."""
+async def redis_store(
+    target: RedisTarget, prefix: str, checkpoint_ttl: float | None = None, **options: Any
+) -> Store:
+    """A ``RedisStore`` that has answered a ``PING`` (``CliError`` with exit code 3 otherwise).
+
+    ``options`` go to ``RedisStore.from_url`` (``lock_ttl=``...).
+    """
     try:
         from barrierflow.broker import RedisStore
     except ImportError as exc:
         raise CliError(f"the Redis store is not available: {reason(exc)}", EXIT_UNREACHABLE) from exc
     try:
         store = RedisStore.from_url(
-            target.url, prefix=prefix, checkpoint_ttl=checkpoint_ttl, socket_connect_timeout=3.0
+            target.url, prefix=prefix, checkpoint_ttl=checkpoint_ttl, socket_connect_timeout=3.0, **options
         )
     except ValueError as exc:
         raise CliError(

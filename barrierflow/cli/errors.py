@@ -21,6 +21,7 @@ from barrierflow.engine.errors import (
     ExecutorFailedError,
     GraphSignatureMismatchError,
     ReservationLostError,
+    RunCancelledError,
     StoreError,
     UnknownRequestError,
     WorkflowError,
@@ -41,12 +42,15 @@ EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 #: The instance is not in a state that allows this: reserved by another run, work still queued, other graph.
 EXIT_CONFLICT = 4
+#: ``--wait`` / ``runs wait`` gave up: the run has not ended yet (it goes on; wait again or cancel it).
+EXIT_TIMEOUT = 5
 #: Interrupted (Ctrl-C): the instance's state is its latest checkpoint.
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 done (also when waiting on requests), 1 workflow failed, 2 bad input, "
-    "3 Redis unreachable, 4 instance busy or in the wrong state, 130 interrupted."
+    "3 Redis unreachable, 4 instance busy or in the wrong state, 5 still running when a wait timed out, "
+    "130 interrupted."
 )
 
 
@@ -73,6 +77,13 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return (
             EXIT_WORKFLOW_FAILED,
             f"workflow failed: {exc} (rerun with --debug for the handler's traceback)",
+        )
+    if isinstance(exc, RunCancelledError):
+        return EXIT_WORKFLOW_FAILED, f"run cancelled: {exc}"
+    if isinstance(exc, TimeoutError):
+        return (
+            EXIT_TIMEOUT,
+            f"timed out: {exc or 'the run has not ended yet'} (it goes on: wait again, or cancel it)",
         )
     if isinstance(exc, ConvergenceError):
         return EXIT_WORKFLOW_FAILED, f"workflow did not finish: {exc}"

@@ -1,7 +1,8 @@
 """``barrierflow``: run workflows embedded or on Redis + Celery, and inspect or steer their instances.
 
 Commands: ``run``, ``checkpoints list|show|delete``, ``restore``, ``reset``, ``delete``, ``status``, ``graph``,
-``worker``, ``workers``.
+``worker``, ``workers``, and the run queue's ``coordinator``, ``submit``, ``runs show|wait|cancel|list``,
+``watch`` (``queue_commands``).
 Each one runs inside ``errors.reported()``: a clear message and an exit code instead of a traceback (unless
 ``--debug``). The commands are thin: loading targets is ``loading``, stores and Celery are ``backends``, and
 displaying a run is ``render``.
@@ -19,7 +20,7 @@ import typer
 
 from barrierflow.engine import RunState, Store, Workflow, WorkflowBuilder
 
-from . import backends
+from . import backends, queue_commands
 from .backends import RedisTarget
 from .errors import (
     EXIT_CODES_HELP,
@@ -57,6 +58,7 @@ checkpoints_app = typer.Typer(
     help="List, show and delete the checkpoints of an instance (needs Redis).", no_args_is_help=True
 )
 app.add_typer(checkpoints_app, name="checkpoints")
+queue_commands.register(app)
 
 #: Always given to `celery worker` by `barrierflow worker` (why: the command's docstring).
 WORKER_FLAGS = ("--without-mingle", "--without-gossip")

@@ -64,7 +64,7 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
 
 def event_record(event: WorkflowEvent) -> dict[str, Any]:
     record: dict[str, Any] = {"type": event.type}
-    for name in ("data", "executor_id", "superstep", "request_id", "details"):
+    for name in ("data", "executor_id", "superstep", "request_id", "details", "run_id", "event_id"):
         value = getattr(event, name)
         if value is not None:
             record[name] = jsonable(value)
