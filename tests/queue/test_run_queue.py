@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import uuid
@@ -124,7 +125,7 @@ async def test_runs_of_one_instance_run_in_submission_order(runs, coordinators) 
     results = [await runs.wait(t.run_id, timeout=30) for t in tickets]
     assert [r.outputs for r in results] == [[list(range(n + 1))] for n in range(6)]
     infos = [await runs.get(t.run_id) for t in tickets]
-    assert all(a.finished_at <= b.started_at for a, b in zip(infos, infos[1:]))
+    assert all(a.finished_at <= b.started_at for a, b in itertools.pairwise(infos))
 
 
 async def test_a_busy_instance_holds_up_neither_other_instances_nor_a_coordinator_slot(
