@@ -146,10 +146,10 @@ class StreamReader:
 
     async def aclose(self) -> None:
         self._followers.clear()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=2.0)  # bounded, as ``Subscription.aclose``
         with contextlib.suppress(RedisError, OSError):
             await self._reader.aclose()
 

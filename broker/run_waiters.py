@@ -87,11 +87,11 @@ class Subscription:
                     await pubsub.aclose()
 
     async def aclose(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = None
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            # bounded: a read on a connection whose pool was closed under it may not end at once
+            await asyncio.wait([task], timeout=2.0)
 
 
 class RunWaiters:

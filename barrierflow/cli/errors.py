@@ -108,6 +108,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_WORKFLOW_FAILED, f"workflow error: {exc}"
     if _is_connection_error(exc):
         return EXIT_UNREACHABLE, f"cannot reach Redis: {type(exc).__name__}: {exc}"
+    if isinstance(exc, LookupError) and not isinstance(exc, KeyError):  # an unknown run or instance
+        return EXIT_BAD_INPUT, str(exc)
     if isinstance(exc, TypeError | ValueError):  # the engine's checks before anything runs
         return EXIT_BAD_INPUT, str(exc)
     return (

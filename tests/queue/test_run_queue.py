@@ -433,3 +433,37 @@ async def test_a_run_stopped_by_stop_is_handed_back_and_continued_by_another_coo
         int(k): int(v) for k, v in flows.side().hgetall(flows.side_key(instance, "executions")).items()
     }
     assert sorted(executions) == list(range(1, 13)) and all(n <= 2 for n in executions.values())
+
+
+async def test_a_run_longer_than_the_lease_ttl_is_never_taken_over_while_its_coordinator_lives(
+    redis_url, real_redis_prefix
+) -> None:
+    """Heartbeats keep the entry claimed and the lease renewed: another coordinator's sweep leaves it alone."""
+    from barrierflow.broker import RedisStore
+    from barrierflow.workers import Coordinator
+
+    store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=1.0)
+    options = {"sweep_interval": 0.2, "sweep_margin": 0.1, "shutdown_grace": 5.0}
+    async with (
+        RunQueue(store) as runs,
+        Coordinator(store, **options) as first,
+        Coordinator(store, **options) as other,
+    ):
+        serving = [asyncio.ensure_future(c.serve(handle_signals=False)) for c in (first,)]
+        instance = f"{real_redis_prefix}-longer"
+        ticket = await runs.submit("q_steps", {"step": 1, "steps": 8, "delay": 0.5}, instance_id=instance)
+        await eventually(lambda: _state_is(runs, ticket.run_id, "running"), 10, "the run to start")
+        serving.append(
+            asyncio.ensure_future(other.serve(handle_signals=False))
+        )  # sweeps every 0.2 s, TTL 1 s
+        owners, deliveries = set(), set()
+        while (await runs.get(ticket.run_id)).state == "running":
+            pending = await store.client.xpending_range(runs.ready_key, "coordinators", "-", "+", 10)
+            owners |= {p["consumer"].decode() for p in pending}
+            deliveries |= {p["times_delivered"] for p in pending}
+            await asyncio.sleep(0.1)
+        info = await runs.get(ticket.run_id)
+        assert info.state == "completed" and info.attempts == 1 and info.coordinator == first.name
+        assert owners == {first.name} and deliveries == {1}  # never swept, by the other or by itself
+    await asyncio.gather(*serving)
+    await store.aclose()
