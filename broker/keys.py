@@ -25,10 +25,16 @@ The run queue (``broker/run_queue.py``) keeps its per-instance keys under ``rq:`
 ``rq:queue``       list        hex ids of the instance's queued runs, oldest first (FIFO per instance)
 ``rq:sched``       hash        ``entry``: the instance's entry in the ready stream while it has work;
                                ``active``: hex id of the run a coordinator holds (or must take over)
-``rq:run:<hex>``   hash        one run's record (input, state, times, attempts, result); PX = result TTL once
-                               it ended, and at most ``keep_results`` ended runs per instance
-``rq:done``        list        hex ids of the instance's ended runs, newest first (trims the records)
-``rq:events``      stream      every event of every run of the instance, capped (``events_maxlen``)
+``rq:run:<hex>``   hash        one run's record: short fields only (state, times, attempts, coordinator...),
+                               so Redis keeps it a listpack; PX = result TTL once it ended, and at most
+                               ``keep_results`` ended runs per instance are kept
+``rq:in:<hex>``    string      the run's submitted input, until it ends
+``rq:res:<hex>``   string      its result (status, error, outputs, pending requests); same PX as the record
+``rq:meta:<hex>``  string      its metadata, when it has some; same PX as the record
+``rq:done``        string      hex ids of the instance's ended runs, newest first, concatenated (16
+                               characters each); trims the records beyond ``keep_results``
+``rq:events``      stream      every event of every run of the instance, capped (``events_maxlen``);
+                               ``rq:events:spare`` exists only inside one script (its compaction)
 =================  ==========  ===============================================================================
 
 and a few keys outside any instance slot: ``P:rq:ready`` (stream of "instance I has runnable work", read by
@@ -157,6 +163,12 @@ class KeySpace:
 
     def run_record(self, instance_id: str, run_hex: str) -> str:
         return self.key(instance_id, f"rq:run:{run_hex}")
+
+    def run_result(self, instance_id: str, run_hex: str) -> str:
+        return self.key(instance_id, f"rq:res:{run_hex}")
+
+    def run_metadata(self, instance_id: str, run_hex: str) -> str:
+        return self.key(instance_id, f"rq:meta:{run_hex}")
 
     def runs_done(self, instance_id: str) -> str:
         return self.key(instance_id, "rq:done")

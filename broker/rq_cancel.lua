@@ -19,8 +19,8 @@ if not state then
 end
 if state == 'queued' then
   redis.call('LREM', KEYS[2], 0, ARGV[1])
-  local last = append_events(KEYS[3], ARGV[5], ARGV[6], ARGV, 12)
-  end_run(ARGV[11], KEYS[1], KEYS[4], ARGV[1], 'cancelled', ARGV[4], ARGV[3], last, false, ARGV[7], ARGV[8])
+  append_events(KEYS[3], ARGV[5], ARGV[6], ARGV, 12)
+  end_run(ARGV[11], KEYS[4], ARGV[1], 'cancelled', ARGV[4], ARGV[3], false, ARGV[7], ARGV[8])
   redis.call('PUBLISH', ARGV[9], ARGV[2])
   return 1
 end

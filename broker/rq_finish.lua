@@ -6,7 +6,8 @@
 -- (the coordinator is shutting down): the run is queued again at the head of its instance's FIFO. Then, if
 -- the coordinator goes on and a run is queued, that run starts under the same lease (one lease per instance,
 -- however many runs it drains); otherwise the lease is released and the instance's ready entry acknowledged,
--- and re-added if runs are still queued, so another coordinator takes it at once.
+-- and re-added if runs are still queued, so another coordinator takes it at once (and an instance left idle
+-- has its event stream compacted: compact_events in rq_lib.lua).
 --
 -- Fenced: a coordinator whose lease ended (its instance was taken over) changes nothing; the run is the new
 -- holder's now, and its result will be that holder's.
@@ -14,7 +15,7 @@
 -- KEYS[1] lock   KEYS[2] owner   KEYS[3] epoch   KEYS[4] rq:queue   KEYS[5] rq:sched   KEYS[6] rq:run:<hex>
 -- KEYS[7] rq:events   KEYS[8] P:rq:ready   KEYS[9] rq:done   KEYS[10] checkpoint index   KEYS[11] P:rq:instances
 -- ARGV[1] lease token   ARGV[2] lease epoch   ARGV[3] instance id   ARGV[4] run hex   ARGV[5] run id
--- ARGV[6] consumer group   ARGV[7] 'completed' | 'failed' | 'cancelled' | 'handback'   ARGV[8] result bytes
+-- ARGV[6] consumer group   ARGV[7] 'completed' | 'failed' | 'cancelled' | 'handback'   ARGV[8] result bytes (kept at rq:res:<hex>)
 -- ARGV[9] now ms   ARGV[10] result TTL ms   ARGV[11] ended records kept per instance   ARGV[12] events cap
 -- ARGV[13] stream TTL ms ('0': none)   ARGV[14] '1': start the next queued run   ARGV[15] lease TTL ms
 -- ARGV[16] coordinator name   ARGV[17] pub/sub channel of ended runs   ARGV[18] key base P:{I}:
@@ -28,14 +29,14 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[3]) ~= ARGV[2
   return {0}
 end
 local base, queue, sched = ARGV[18], KEYS[4], KEYS[5]
-local last = append_events(KEYS[7], ARGV[12], ARGV[13], ARGV, 19)
+append_events(KEYS[7], ARGV[12], ARGV[13], ARGV, 19)
 if ARGV[7] == 'handback' then
   redis.call('HSET', KEYS[6], 'state', 'queued')
   redis.call('HDEL', KEYS[6], 'coord')
   redis.call('LPUSH', queue, ARGV[4])
 else
   local checkpoint = redis.call('ZRANGE', KEYS[10], -1, -1)[1]
-  end_run(base, KEYS[6], KEYS[9], ARGV[4], ARGV[7], ARGV[8], ARGV[9], last, checkpoint, ARGV[10], ARGV[11])
+  end_run(base, KEYS[9], ARGV[4], ARGV[7], ARGV[8], ARGV[9], checkpoint, ARGV[10], ARGV[11])
   redis.call('PUBLISH', ARGV[17], ARGV[5])
 end
 redis.call('HDEL', sched, 'active')
@@ -50,4 +51,7 @@ if ARGV[14] == '1' then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 reschedule(KEYS[8], ARGV[6], queue, sched, ARGV[3])
+if redis.call('LLEN', queue) == 0 then
+  compact_events(KEYS[7], base .. 'rq:events:spare')
+end
 return {1}

@@ -2,7 +2,7 @@
 --
 -- Layout (keys.py): per instance, under the key base P:{I}: — rq:queue (list of queued run hex ids, oldest
 -- first), rq:sched (hash: entry = the instance's ready-stream entry, active = the run in hand), rq:run:<hex>
--- (hash: a run's record), rq:done (list of ended run hex ids, newest first), rq:events (stream). Outside the
+-- (hash: a run's record), rq:done (string: ended run hex ids, newest first), rq:events (stream). Outside the
 -- slot: P:rq:ready (stream of instances with work, read by the coordinators' consumer group).
 
 -- Append encoded events (argv[first..]) to an instance's stream, capped near maxlen; the last id, or false.
@@ -44,29 +44,41 @@ local function begin_run(base, sched, hex, coord, now, crashed)
   redis.call('HSET', run, 'state', 'running', 'coord', coord)
   redis.call('HSETNX', run, 'start', now)
   redis.call('HSET', sched, 'active', hex)
-  local f = redis.call('HMGET', run, 'wf', 'sig', 'in', 'ck', 'cancel', 'after')
-  return {hex, attempts, crashes, f[1], f[2], f[3], f[4], f[5], f[6]}
+  local f = redis.call('HMGET', run, 'wf', 'sig', 'ck', 'cancel', 'after')
+  local input = redis.call('GET', base .. 'rq:in:' .. hex)
+  return {hex, attempts, crashes, f[1], f[2], input, f[3], f[4], f[5]}
+end
+
+-- Every key of one run: its record (a hash of short fields, so Redis keeps it a compact listpack), its input
+-- (while it has not ended), its result and its metadata (strings: either may be long).
+local function run_keys(base, hex)
+  return base .. 'rq:run:' .. hex, base .. 'rq:in:' .. hex, base .. 'rq:res:' .. hex, base .. 'rq:meta:' .. hex
 end
 
 -- Close a run's record with its final state and result. It is kept result_ttl ms, and only the `keep` newest
 -- ended runs of an instance are kept at all, so 1,000 runs of one instance leave a bounded number of keys.
-local function end_run(base, run, done, hex, state, result, now, last_event, checkpoint, result_ttl, keep)
-  redis.call('HSET', run, 'state', state, 'end', now, 'res', result, 'end_ev', last_event or '')
+local function end_run(base, done, hex, state, result, now, checkpoint, result_ttl, keep)
+  local run, input, res, meta = run_keys(base, hex)
+  redis.call('HSET', run, 'state', state, 'end', now)
   if checkpoint then
     redis.call('HSET', run, 'ckpt', checkpoint)
   end
-  redis.call('HDEL', run, 'in', 'cancel')
+  redis.call('HDEL', run, 'cancel', 'sig', 'ck')  -- what only a run in progress needs
+  redis.call('DEL', input)
+  redis.call('SET', res, result, 'PX', result_ttl)
   redis.call('PEXPIRE', run, result_ttl)
-  redis.call('LPUSH', done, hex)
-  keep = tonumber(keep)
-  local old = redis.call('LRANGE', done, keep, -1)
-  if #old > 0 then
-    for _, h in ipairs(old) do
-      redis.call('DEL', base .. 'rq:run:' .. h)
+  redis.call('PEXPIRE', meta, result_ttl)
+  -- rq:done is the ended runs' hex ids, newest first, concatenated (16 characters each): a string costs far less
+  -- than a list of one or two short elements, which is what most instances have
+  local ended = hex .. (redis.call('GET', done) or '')
+  local limit = tonumber(keep) * 16
+  if #ended > limit then
+    for i = limit + 1, #ended, 16 do
+      redis.call('DEL', run_keys(base, string.sub(ended, i, i + 15)))
     end
-    redis.call('LTRIM', done, 0, keep - 1)
+    ended = string.sub(ended, 1, limit)
   end
-  redis.call('PEXPIRE', done, result_ttl)
+  redis.call('SET', done, ended, 'PX', result_ttl)
 end
 
 -- Take the instance's entry off the ready stream (acknowledged and deleted); if runs are still queued, give it
@@ -82,5 +94,15 @@ local function reschedule(ready, group, queue, sched, instance)
     redis.call('HSET', sched, 'entry', redis.call('XADD', ready, '*', 'i', instance))
   else
     redis.call('DEL', sched)
+  end
+end
+
+-- An instance going idle: give its event stream back the room Redis preallocated for new entries. Redis 7
+-- allocates a stream's newest node at 4 KB and keeps it so while the node has room, which made a small idle
+-- instance's stream cost 4.7 KB instead of 1.7; COPY writes an exact-size duplicate. Only while the stream is
+-- small (a node holds 100 entries), where the copy is one memcpy; a long stream's nodes are mostly full.
+local function compact_events(stream, spare)
+  if redis.call('XLEN', stream) <= 100 and redis.call('COPY', stream, spare, 'REPLACE') == 1 then
+    redis.call('RENAME', spare, stream)
   end
 end

@@ -10,7 +10,8 @@
 -- ARGV[1] instance id   ARGV[2] run hex   ARGV[3] run id   ARGV[4] '1': refuse if the instance is busy
 -- ARGV[5] workflow name   ARGV[6] graph signature ('' unknown)   ARGV[7] input bytes   ARGV[8] metadata bytes
 -- ARGV[9] now ms   ARGV[10] runs index: entries kept   ARGV[11] runs index: oldest score kept (ms)
--- ARGV[12] instances index: entries kept
+-- ARGV[12] instances index: entries kept   ARGV[13] key base P:{I}: (the run's input and metadata keys,
+-- rq:in:<hex> and rq:meta:<hex>, are built from it: same slot)
 --
 -- Returns {1, after}     queued; `after` is the instance stream's last id before this run (its events follow it)
 --         {0, busy}      refused (ARGV[4]): the hex id of the queued or running run, or 'lock' for a lease held
@@ -33,10 +34,11 @@ local after = '0-0'
 if last[1] then
   after = last[1][1]
 end
-redis.call('HSET', KEYS[3], 'wf', ARGV[5], 'sig', ARGV[6], 'in', ARGV[7], 'state', 'queued', 'sub', ARGV[9],
-  'att', 0, 'after', after)
+local run, input, _, meta = run_keys(ARGV[13], ARGV[2])
+redis.call('HSET', run, 'wf', ARGV[5], 'sig', ARGV[6], 'state', 'queued', 'sub', ARGV[9], 'att', 0, 'after', after)
+redis.call('SET', input, ARGV[7])
 if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[3], 'meta', ARGV[8])
+  redis.call('SET', meta, ARGV[8])
 end
 redis.call('RPUSH', KEYS[1], ARGV[2])
 if redis.call('HEXISTS', KEYS[2], 'entry') == 0 then

@@ -245,6 +245,7 @@ class RunQueue:
                     self.runs_index_max,
                     now - milliseconds(self.result_ttl),
                     self.instances_index_max,
+                    keys.base(instance_id),
                 ],
             )
         if reply[0] == 0:
@@ -262,12 +263,26 @@ class RunQueue:
 
     async def get(self, run_id: str) -> RunInfo:
         """The run's record; ``LookupError`` for an unknown id (or a record past its ``result_ttl``)."""
-        instance_id, run_hex = split_run_id(run_id)
+        instance_id, _ = split_run_id(run_id)
         with _redis_errors("get", instance_id):
-            fields = await self.store.client.hgetall(self.keys.run_record(instance_id, run_hex))
-        if not fields:
+            found = await self._records([run_id])
+        if not found[0][0]:
             raise LookupError(f"no run {run_id!r} (never submitted here, or its record expired)")
-        return run_info(run_id, fields)
+        return run_info(run_id, *found[0])
+
+    async def _records(
+        self, run_ids: list[str]
+    ) -> list[tuple[dict[bytes, bytes], bytes | None, bytes | None]]:
+        """``(record hash, result, metadata)`` of each run, in one round trip (an empty hash: no such run)."""
+        keys = self.keys
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                instance_id, run_hex = split_run_id(run_id)
+                pipe.hgetall(keys.run_record(instance_id, run_hex))
+                pipe.get(keys.run_result(instance_id, run_hex))
+                pipe.get(keys.run_metadata(instance_id, run_hex))
+            replies = await pipe.execute()
+        return [tuple(replies[i : i + 3]) for i in range(0, len(replies), 3)]  # type: ignore[misc]
 
     async def wait(self, run_id: str, timeout: float | None = None) -> RunResult:
         """The run's ``RunResult`` once it ended, without polling (a pub/sub notice wakes this).
@@ -353,7 +368,7 @@ class RunQueue:
                 pipe.lrange(keys.run_queue(instance_id), 0, -1)
                 pipe.get(keys.owner(instance_id))
                 pipe.zrevrange(keys.index(instance_id), 0, 0)
-                pipe.lindex(keys.runs_done(instance_id), 0)
+                pipe.getrange(keys.runs_done(instance_id), 0, 15)
                 pipe.zscore(keys.queue_key("instances"), instance_id)
                 active, queued, owner, latest, last_done, score = await pipe.execute()
         if not latest and not active and not queued and not last_done:
@@ -451,9 +466,10 @@ class RunQueue:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.lrange(keys.run_queue(instance_id), 0, -1)
                 pipe.hget(keys.run_sched(instance_id), "active")
-                pipe.lrange(keys.runs_done(instance_id), 0, -1)
+                pipe.get(keys.runs_done(instance_id))
                 queued, active, done = await pipe.execute()
-            hexes = [*reversed(queued), *([active] if active else []), *done]
+            ended = [done[i : i + 16] for i in range(0, len(done or b""), 16)]
+            hexes = [*reversed(queued), *([active] if active else []), *ended]
             ids = [f"{instance_id}@{h.decode()}" for h in hexes]
             return [info for info in await self._infos(ids) if state is None or info.state == state][:limit]
         found: list[RunInfo] = []
@@ -470,14 +486,13 @@ class RunQueue:
     async def _infos(self, run_ids: list[str], index: str | None = None) -> list[RunInfo]:
         """Summaries of several runs in one round trip (no outputs or requests: their types may not be
         importable here); runs whose record is gone are skipped (and unindexed)."""
-        async with self.store.client.pipeline(transaction=False) as pipe:
-            for run_id in run_ids:
-                pipe.hgetall(self.keys.run_record(*split_run_id(run_id)))
-            records = await pipe.execute()
-        gone = [run_id for run_id, fields in zip(run_ids, records, strict=True) if not fields]
+        records = await self._records(run_ids)
+        gone = [run_id for run_id, found in zip(run_ids, records, strict=True) if not found[0]]
         if gone and index is not None:
             await self.store.client.zrem(index, *gone)
-        return [run_info(r, f, full=False) for r, f in zip(run_ids, records, strict=True) if f]
+        return [
+            run_info(r, *found, full=False) for r, found in zip(run_ids, records, strict=True) if found[0]
+        ]
 
     async def list_instances(
         self, *, workflow: str | None = None, status: RunState | str | None = None, limit: int = 50

@@ -17,7 +17,7 @@ from typing import Any
 
 from barrierflow.engine import codec, errors
 from barrierflow.engine.errors import ExecutorFailedError, WorkflowError
-from barrierflow.engine.events import RunResult, RunState, WorkflowEvent
+from barrierflow.engine.events import EventType, RunResult, RunState, WorkflowEvent
 
 from .keys import check_instance_id
 
@@ -120,8 +120,10 @@ def encode_result(
     error: dict[str, Any] | None,
 ) -> bytes:
     """``[status, error, payload]``: the payload (outputs and requests, which may name the application's types)
-    stays bytes inside, so a summary decodes in a process that does not import those types (``runs list``)."""
-    return codec.encode([status, error, codec.encode([outputs, pending])])
+    stays bytes inside, so a summary decodes in a process that does not import those types (``runs list``).
+    Compact like the stream's entries: the status as its value, the requests as their events' fields."""
+    requests = [_event_fields(event) for event in pending.values()]
+    return codec.encode([status.value if status else None, error, codec.encode([outputs, requests])])
 
 
 def error_record(exc: BaseException) -> dict[str, Any]:
@@ -169,8 +171,16 @@ def _time(value: bytes | None) -> datetime | None:
     return None if not value else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
-def run_info(run_id: str, fields: dict[bytes, bytes], *, full: bool = True) -> RunInfo:
-    """A ``RunInfo`` from a record hash (``HGETALL``); without ``full``, outputs and requests stay empty."""
+def run_info(
+    run_id: str,
+    fields: dict[bytes, bytes],
+    result: bytes | None = None,
+    metadata: bytes | None = None,
+    *,
+    full: bool = True,
+) -> RunInfo:
+    """A ``RunInfo`` from a record hash (``HGETALL``), its result and metadata strings; without ``full``,
+    outputs and requests stay empty."""
     instance_id, _ = split_run_id(run_id)
     get = fields.get
     info = RunInfo(
@@ -184,13 +194,15 @@ def run_info(run_id: str, fields: dict[bytes, bytes], *, full: bool = True) -> R
         checkpoint_id=(get(b"ckpt") or get(b"ck") or b"").decode() or None,
         attempts=int(get(b"att") or 0),
         coordinator=(get(b"coord") or b"").decode() or None,
-        metadata=codec.decode(get(b"meta")) if get(b"meta") else {},
+        metadata=codec.decode(metadata) if metadata else {},
     )
-    raw = get(b"res")
-    if raw:
-        info.status, info.error, payload = codec.decode(raw)
+    if result:
+        status, info.error, payload = codec.decode(result)
+        info.status = RunState(status) if status else None
         if full:
-            info.outputs, info.pending_requests = codec.decode(payload)
+            info.outputs, requests = codec.decode(payload)
+            events = [_event_of(fields) for fields in requests]
+            info.pending_requests = {event.request_id: event for event in events if event.request_id}
     return info
 
 
@@ -209,22 +221,56 @@ def run_result(info: RunInfo, events: list[WorkflowEvent]) -> RunResult:
 # -- events on the instance stream -------------------------------------------------------------------------------
 
 
+#: Built-in event types are stored as their index here (a byte instead of up to 19), other types as strings.
+#: Stored data depends on these positions: only ever append.
+_EVENT_TYPES = (
+    "started",
+    "status",
+    "superstep_started",
+    "superstep_completed",
+    "executor_invoked",
+    "executor_completed",
+    "executor_failed",
+    "output",
+    "request_info",
+    "checkpoint_created",
+    "warning",
+    "failed",
+    "run_ended",
+    "executor_retry",
+)
+_EVENT_CODES = {kind: code for code, kind in enumerate(_EVENT_TYPES)}
+
+
+def _event_fields(event: WorkflowEvent) -> list[Any]:
+    """An event as a short list: built-in types as small ints, a ``status`` event's ``RunState`` as its
+    value, trailing empty fields left out."""
+    data = event.data
+    if event.type == EventType.STATUS and isinstance(data, RunState):
+        data = data.value
+    fields = [_EVENT_CODES.get(event.type, event.type), data]
+    fields += [event.executor_id, event.superstep, event.request_id, event.details]
+    while fields[-1] is None:
+        fields.pop()
+    return fields
+
+
+def _event_of(fields: list[Any], event_id: str | None = None, run_id: str | None = None) -> WorkflowEvent:
+    kind, *rest = fields
+    kind = _EVENT_TYPES[kind] if isinstance(kind, int) else kind
+    data, executor_id, superstep, request_id, details = (*rest, None, None, None, None, None)[:5]
+    if kind == EventType.STATUS and isinstance(data, str):
+        data = RunState(data)
+    return WorkflowEvent(kind, data, executor_id, superstep, request_id, details, event_id, run_id)
+
+
 def encode_event(event: WorkflowEvent, run_hex: str) -> bytes:
-    """One stream entry: the event's fields and the hex id of its run (the stream is the instance's)."""
-    return codec.encode(
-        [event.type, event.data, event.executor_id, event.superstep, event.request_id, event.details, run_hex]
-    )
+    """One stream entry: the hex id of its run (the stream is the instance's), then the event's fields, compact
+    (every event of every run is kept: an idle instance's stream is much of its footprint)."""
+    return codec.encode([run_hex, *_event_fields(event)])
 
 
 def decode_event(instance_id: str, entry_id: bytes | str, entry: dict[bytes, bytes]) -> WorkflowEvent:
-    kind, data, executor_id, superstep, request_id, details, run_hex = codec.decode(entry[b"e"])
-    return WorkflowEvent(
-        kind,
-        data,
-        executor_id,
-        superstep,
-        request_id,
-        details,
-        entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-        f"{instance_id}@{run_hex}",
-    )
+    run_hex, *fields = codec.decode(entry[b"e"])
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return _event_of(fields, event_id, f"{instance_id}@{run_hex}")

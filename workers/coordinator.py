@@ -6,7 +6,7 @@ handlers run in this process (``LocalDispatcher``); with a ``CeleryDispatcher`` 
 
 **Slots.** A slot is one instance taken from the ready stream, driven under one lease: its queued runs one
 after another (``rq_finish.lua`` starts the next under the same lease). Up to ``concurrency`` slots run at
-once on one event loop; free slots are filled in batches (``XREADGROUP COUNT <free>``). Each run executes as a
+once on one event loop; free slots are filled in batches (``XREADGROUP COUNT n``, n up to ``claim_batch``). Each run executes as a
 hosted ``Workflow`` run (``engine/run_control.py``) over a ``RunJournal`` (``broker/run_journal.py``), which
 writes its checkpoints and its events to Redis together.
 
@@ -142,7 +142,7 @@ class Coordinator:
     before it is failed. ``shutdown_grace``: seconds ``stop()`` takes at most. ``queue``: the ``RunQueue``
     whose settings (``result_ttl``, ``events_maxlen``) results and events are written with. ``name``: this
     coordinator's consumer name (default host:pid:random). ``flush_interval``: how long live events may wait
-    to be written in a batch.
+    to be written in a batch. ``claim_batch``: instances taken per read of the queue at most.
     """
 
     def __init__(
@@ -159,6 +159,7 @@ class Coordinator:
         read_block: float = 1.0,
         sweep_interval: float = 1.0,
         sweep_margin: float = 0.5,
+        claim_batch: int = 16,
     ) -> None:
         if concurrency < 1 or max_attempts < 1:
             raise ValueError("concurrency and max_attempts must be at least 1")
@@ -176,6 +177,7 @@ class Coordinator:
         self.read_block = read_block
         self.sweep_interval = sweep_interval
         self.sweep_margin = sweep_margin
+        self.claim_batch = max(1, claim_batch)
         self._side = CoordinatorQueue(self.queue, self.name)
         self._slots: dict[str, _Slot] = {}
         self._stopping = False
@@ -305,7 +307,9 @@ class Coordinator:
         assert self._wake is not None
         while not self._stopping:
             self.alive_at = time.time()
-            free = self.concurrency - len(self._slots)
+            # at most claim_batch per read: a burst of submissions spreads over the coordinators instead of
+            # filling the first one that reads (the others read in between)
+            free = min(self.concurrency - len(self._slots), self.claim_batch)
             if free <= 0:
                 self._wake.clear()
                 await self._wake.wait()
@@ -316,11 +320,11 @@ class Coordinator:
                     next_reap = now + max(60.0, 10 * self.store.lock_ttl)
                     await side.reap(10 * ttl_ms + 60_000)
                 if now >= next_sweep:
-                    next_sweep = now + self.sweep_interval
                     cursor, swept = await side.sweep(min_idle, free, cursor)
-                    if swept:
+                    if swept:  # a dead coordinator's entries: take them all, batch after batch, at once
                         self._take(swept, swept=True)
                         continue
+                    next_sweep = now + self.sweep_interval
                 entries = await side.read(free, int(self.read_block * 1000))
                 failures = 0
             except (RedisError, OSError) as exc:
@@ -503,7 +507,7 @@ class Coordinator:
         self, stream: WorkflowStream, journal: RunJournal, run: ClaimedRun, outputs: list[Any]
     ) -> Any:
         """Iterate the run: committed events are in the stream already; live ones go to the journal."""
-        details = {"attempt": run.attempts, "coordinator": self.name}
+        details = {"attempt": run.attempts}  # (the coordinator is in the run record)
         async for event in stream:
             if event.event_id is not None:  # written with its checkpoint
                 if event.type == EventType.OUTPUT:

@@ -379,17 +379,20 @@ async def test_thousand_runs_leave_a_bounded_number_of_keys_and_results_expire(q
     async with RunQueue(qstore, result_ttl=3, keep_results=10) as short:
         await coordinators(queue=short, concurrency=8)
         instance = f"{qstore.prefix}-many"
-        tickets = [await short.submit("q_append", {"n": n}, instance_id=instance) for n in range(1000)]
-        last = await short.wait(tickets[-1].run_id, timeout=120)
-        assert last.outputs[0][-3:] == [997, 998, 999]
-        keys = [
-            k async for k in qstore.client.scan_iter(match=f"{qstore.prefix}:{{{instance}}}:*", count=1000)
-        ]
-        records = [k for k in keys if b":rq:run:" in k]
-        assert len(records) == 10  # the newest ten ended runs of the instance
+        pattern = f"{qstore.prefix}:{{{instance}}}:*"
+        counts, tickets = [], []
+        for _ in range(2):
+            tickets += [await short.submit("q_append", {"n": n}, instance_id=instance) for n in range(500)]
+            last = await short.wait(tickets[-1].run_id, timeout=120)
+            keys = [k async for k in qstore.client.scan_iter(match=pattern, count=1000)]
+            counts.append(len(keys))
+            assert len([k for k in keys if b":rq:run:" in k]) == 10  # the newest ten ended runs
+            assert len([k for k in keys if b":rq:res:" in k]) == 10
+        assert last.outputs[0][-3:] == [497, 498, 499]
+        assert counts[0] == counts[1]  # 500 more runs, not one key more
         assert (
-            len(keys) <= 10 + qstore.retention + 10
-        )  # + lock/owner/epoch/index/kfmap/kfrefs/keyframes/events/done
+            counts[1] <= 2 * 10 + 2 * qstore.retention + 10
+        )  # records, checkpoints, the instance's own keys
         with pytest.raises(LookupError):
             await short.get(tickets[0].run_id)  # trimmed away by the newer ones
         await eventually(lambda: _gone(short, tickets[-1].run_id), 10, "the last result to expire")
