@@ -233,8 +233,8 @@ class CoordinatorQueue:
         result = b""
         if state != "handback":
             result = encode_result(status, outputs or [], pending or {}, error)
-            ended = {"state": state, "status": status, "error": error}
-            entries.append(encode_event(WorkflowEvent(EventType.RUN_ENDED, ended), run.run_hex))
+            ended = {"state": state, "status": status.value if status else None, "error": error}
+            entries.append(encode_event(WorkflowEvent(EventType.RUN_ENDED, ended), instance_id, run.run_hex))
         reply = await queue.call(
             "rq_finish",
             [

@@ -74,7 +74,7 @@ class RunJournal(Store):
 
     def add_live(self, event: WorkflowEvent) -> None:
         """Buffer a live event; the coordinator flushes it soon (or the next commit carries it)."""
-        self.pending.append(encode_event(event, self.run_hex))
+        self.pending.append(encode_event(event, self.lease.instance_id, self.run_hex))
         if len(self.pending) == 1:
             self._on_live(self)
 
@@ -121,7 +121,8 @@ class RunJournal(Store):
             return
         await self.settled()
         events = record.events or []
-        entries = self.take_pending() + [encode_event(event, self.run_hex) for event in events]
+        instance_id = self.lease.instance_id
+        entries = self.take_pending() + [encode_event(event, instance_id, self.run_hex) for event in events]
         keys, args = self.inner.checkpoint_call(record, lease)
         self.committing = True
         try:

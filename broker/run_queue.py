@@ -343,7 +343,7 @@ class RunQueue:
                     self.ended_channel,
                     self.cancel_channel,
                     keys.base(instance_id),
-                    encode_event(ended, run_hex),
+                    encode_event(ended, instance_id, run_hex),
                 ],
             )
         if reply == -1:

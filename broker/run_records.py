@@ -264,13 +264,31 @@ def _event_of(fields: list[Any], event_id: str | None = None, run_id: str | None
     return WorkflowEvent(kind, data, executor_id, superstep, request_id, details, event_id, run_id)
 
 
-def encode_event(event: WorkflowEvent, run_hex: str) -> bytes:
+def encode_event(event: WorkflowEvent, instance_id: str, run_hex: str) -> bytes:
     """One stream entry: the hex id of its run (the stream is the instance's), then the event's fields, compact
-    (every event of every run is kept: an idle instance's stream is much of its footprint)."""
-    return codec.encode([run_hex, *_event_fields(event)])
+    (every event of every run is kept: an idle instance's stream is much of its footprint). What the stream
+    knows already is left out: a ``started`` event's data (the run and instance ids) and the instance part of
+    a ``checkpoint_created`` event's checkpoint id."""
+    fields = _event_fields(event)
+    kind, data = event.type, event.data
+    if kind == EventType.STARTED and data == {
+        "run_id": f"{instance_id}@{run_hex}",
+        "instance_id": instance_id,
+    }:
+        fields[1] = None
+    elif (
+        kind == EventType.CHECKPOINT_CREATED and isinstance(data, str) and data.startswith(f"{instance_id}@")
+    ):
+        fields[1] = data[len(instance_id) :]
+    return codec.encode([run_hex, *fields])
 
 
 def decode_event(instance_id: str, entry_id: bytes | str, entry: dict[bytes, bytes]) -> WorkflowEvent:
     run_hex, *fields = codec.decode(entry[b"e"])
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return _event_of(fields, event_id, f"{instance_id}@{run_hex}")
+    event = _event_of(fields, event_id, f"{instance_id}@{run_hex}")
+    if event.type == EventType.STARTED and event.data is None:
+        event.data = {"run_id": event.run_id, "instance_id": instance_id}
+    elif event.type == EventType.CHECKPOINT_CREATED and isinstance(event.data, str) and event.data[:1] == "@":
+        event.data = instance_id + event.data
+    return event
