@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from barrierflow.engine.events import EventType, RunState, WorkflowEvent
 from barrierflow.engine.store import Lease
 
+from .connection import blocking_limit
 from .run_records import decode_event, decode_input, encode_event, encode_result
 from .scripts import milliseconds
 
@@ -114,9 +115,12 @@ class CoordinatorQueue:
 
     # -- claiming --------------------------------------------------------------------------------------------
 
-    async def read(self, count: int, block_ms: int) -> list[tuple[str, str]]:
-        """New ready entries, ``(entry id, instance id)``, at most ``count``, waiting up to ``block_ms``."""
-        reply = await self.client.xreadgroup(GROUP, self.name, {self.ready: ">"}, count=count, block=block_ms)
+    async def read(self, count: int, block: float) -> list[tuple[str, str]]:
+        """New ready entries, ``(entry id, instance id)``, at most ``count``, waiting up to ``block`` seconds
+        (no longer than the waiting pool's socket timeout allows)."""
+        waiting = self.queue.store.blocking_client
+        block_ms = milliseconds(min(block, blocking_limit(waiting)))
+        reply = await waiting.xreadgroup(GROUP, self.name, {self.ready: ">"}, count=count, block=block_ms)
         return _entries(reply[0][1] if reply else [])
 
     async def sweep(self, min_idle_ms: int, count: int, cursor: str) -> tuple[str, list[tuple[str, str]]]:
@@ -148,7 +152,7 @@ class CoordinatorQueue:
                 self.queue.call(
                     "renew",
                     [keys.lock(instance_id), keys.owner(instance_id), keys.epoch(instance_id)],
-                    [lease.token, lease.epoch, milliseconds(lease.ttl)],
+                    [lease.token, lease.epoch, milliseconds(lease.ttl), self.queue.store.epoch_ttl_ms],
                 )
             )
         if entry_ids:
@@ -183,6 +187,7 @@ class CoordinatorQueue:
                 self.name,
                 _now_ms(),
                 keys.base(instance_id),
+                self.queue.store.epoch_ttl_ms,
             ],
         )
         kind = reply[0]
@@ -269,6 +274,7 @@ class CoordinatorQueue:
                 self.name,
                 queue.ended_channel,
                 keys.base(instance_id),
+                queue.store.epoch_ttl_ms,
                 *entries,
             ],
         )

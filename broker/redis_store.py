@@ -50,22 +50,6 @@ def _redis_errors(operation: str, instance_id: str | None) -> Iterator[None]:
         raise StoreError(f"redis store: {operation}{where} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def socket_timeout_of(client: Redis) -> float | None:
-    """The read timeout of ``client``'s connections (``None``: none), so a blocking read can stay below it.
-
-    redis-py 8 gives connections a 5 s ``socket_timeout`` unless told otherwise: an ``XREAD BLOCK`` or a
-    pub/sub wait longer than that would fail as a timeout instead of returning empty.
-    """
-    kwargs = client.connection_pool.connection_kwargs
-    if "socket_timeout" in kwargs:
-        return kwargs["socket_timeout"]
-    try:  # the library's default, where this version of redis-py keeps it
-        from redis._defaults import DEFAULT_SOCKET_TIMEOUT
-    except ImportError:  # older redis-py: no default read timeout
-        return None
-    return DEFAULT_SOCKET_TIMEOUT
-
-
 def _decode_owner(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         return {}

@@ -8,26 +8,30 @@
 -- after a crash committed nothing the first time, and a coordinator fenced out writes neither.
 -- The reply also says whether a cancel was requested, so checking for it costs no round trip of its own.
 --
--- KEYS[1..7] and ARGV[1..10] as fenced_write.lua
--- KEYS[8] rq:events   KEYS[9] rq:run:<hex> of the run
--- ARGV[11] events cap (approximate MAXLEN)   ARGV[12..] encoded events, in order
+-- KEYS     fenced_write.lua's keys (RedisStore.checkpoint_call builds them), then:
+--          KEYS[#KEYS - 1] rq:events   KEYS[#KEYS] rq:run:<hex> of the run
+-- ARGV[1]  n: how many of fenced_write.lua's arguments follow (so its layout may change without this script)
+-- ARGV[2 .. n + 1]  fenced_write.lua's arguments
+-- ARGV[n + 2]  events cap (approximate MAXLEN)   ARGV[n + 3 ..] encoded events, in order
 --
 -- Returns {status}                       status 1 or 2: fenced out, nothing written (as fenced_write.lua)
 --         {0, cancel, id, id...}        written; cancel = '1' if requested (else nil); the events' stream ids
 
-local status = write_checkpoint(KEYS, ARGV)
+local n = tonumber(ARGV[1])
+local events, run = KEYS[#KEYS - 1], KEYS[#KEYS]
+local status = write_checkpoint(KEYS, {unpack(ARGV, 2, n + 1)})
 if type(status) == 'table' then
   return status
 end
 if status ~= 0 then
   return {status}
 end
-redis.call('HSET', KEYS[9], 'ck', ARGV[3])
-local reply = {0, redis.call('HGET', KEYS[9], 'cancel')}
-for i = 12, #ARGV do
-  reply[#reply + 1] = redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[11], '*', 'e', ARGV[i])
+redis.call('HSET', run, 'ck', ARGV[4])  -- the checkpoint id (fenced_write's ARGV[3])
+local reply = {0, redis.call('HGET', run, 'cancel')}
+for i = n + 3, #ARGV do
+  reply[#reply + 1] = redis.call('XADD', events, 'MAXLEN', '~', ARGV[n + 2], '*', 'e', ARGV[i])
 end
-if tonumber(ARGV[9]) > 0 then
-  redis.call('PEXPIRE', KEYS[8], ARGV[9])
+if tonumber(ARGV[10]) > 0 then  -- the checkpoint TTL (fenced_write's ARGV[9]): the stream expires with them
+  redis.call('PEXPIRE', events, ARGV[10])
 end
 return reply

@@ -19,7 +19,8 @@
 -- ARGV[9] now ms   ARGV[10] result TTL ms   ARGV[11] ended records kept per instance   ARGV[12] events cap
 -- ARGV[13] stream TTL ms ('0': none)   ARGV[14] '1': start the next queued run   ARGV[15] lease TTL ms
 -- ARGV[16] coordinator name   ARGV[17] pub/sub channel of ended runs   ARGV[18] key base P:{I}:
--- ARGV[19..] encoded events, in order (the last one is run_ended when the run ended)
+-- ARGV[19] epoch TTL ms (extended with the lease when the next run starts, as renew.lua does)
+-- ARGV[20..] encoded events, in order (the last one is run_ended when the run ended)
 --
 -- Returns {0}          fenced out: nothing changed
 --         {1}          done: the lease is released
@@ -29,7 +30,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[3]) ~= ARGV[2
   return {0}
 end
 local base, queue, sched = ARGV[18], KEYS[4], KEYS[5]
-append_events(KEYS[7], ARGV[12], ARGV[13], ARGV, 19)
+append_events(KEYS[7], ARGV[12], ARGV[13], ARGV, 20)
 if ARGV[7] == 'handback' then
   redis.call('HSET', KEYS[6], 'state', 'queued')
   redis.call('HDEL', KEYS[6], 'coord')
@@ -46,6 +47,7 @@ if ARGV[14] == '1' then
   if hex then
     redis.call('PEXPIRE', KEYS[1], ARGV[15])
     redis.call('PEXPIRE', KEYS[2], ARGV[15])
+    redis.call('PEXPIRE', KEYS[3], ARGV[19])
     return {2, begin_run(base, sched, hex, ARGV[16], ARGV[9], false)}
   end
 end

@@ -10,6 +10,7 @@
 -- KEYS[7] checkpoint index   KEYS[8] kfmap   KEYS[9] P:rq:instances
 -- ARGV[1] instance id   ARGV[2] ready entry id   ARGV[3] consumer group   ARGV[4] lease token
 -- ARGV[5] owner JSON   ARGV[6] lease TTL ms   ARGV[7] coordinator name   ARGV[8] now ms   ARGV[9] key base P:{I}:
+-- ARGV[10] epoch TTL ms (the epoch key is extended as acquire.lua extends it: keys.py, "epoch")
 --
 -- Returns {0}                          stale: the entry is not the instance's live one; acknowledged, deleted
 --         {1, owner JSON, lock PTTL}   busy: a lease is held (a run outside the queue, or a live holder
@@ -40,6 +41,7 @@ end
 redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[6])
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
 local epoch = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[10])
 redis.call('ZADD', KEYS[9], ARGV[8], ARGV[1])
 local run = begin_run(base, sched, hex, ARGV[7], ARGV[8], crashed)
 local latest = redis.call('ZRANGE', KEYS[7], -1, -1)[1]

@@ -64,9 +64,9 @@ class Follower:
 class StreamReader:
     """The one blocking ``XREAD`` of a process and loop, fanning entries out to ``Follower``s."""
 
-    def __init__(self, client: Redis, block_ms: int) -> None:
-        # A connection of its own, held while blocked: the pool's others stay free for everything else.
-        self._reader = Redis(connection_pool=client.connection_pool, single_connection_client=True)
+    def __init__(self, waiting: Redis, client: Redis, block_ms: int) -> None:
+        # One connection of the pool for waits, held while blocked (``client`` sends the unblocks).
+        self._reader = Redis(connection_pool=waiting.connection_pool, single_connection_client=True)
         self._client = client
         self._block_ms = block_ms
         self._followers: dict[str, set[Follower]] = {}

@@ -123,14 +123,14 @@ class RunJournal(Store):
         events = record.events or []
         instance_id = self.lease.instance_id
         entries = self.take_pending() + [encode_event(event, instance_id, self.run_hex) for event in events]
-        keys, args = self.inner.checkpoint_call(record, lease)
+        keys, args = self.inner.checkpoint_call(record, lease)  # fenced_write.lua's: rq_commit.lua adds its own
         self.committing = True
         try:
             with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", lease.instance_id):
                 reply = await self.queue.call(
                     "rq_commit",
                     [*keys, self.queue.keys.events(lease.instance_id), self.run_key],
-                    [*args, self.queue.events_maxlen, *entries],
+                    [len(args), *args, self.queue.events_maxlen, *entries],
                 )
         finally:
             self.committing = False

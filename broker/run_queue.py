@@ -45,8 +45,9 @@ from barrierflow.engine.graph import Graph
 from barrierflow.engine.registry import registered_workflows, workflow_graph
 
 from .batching import ScriptBatcher
+from .connection import blocking_limit
 from .per_loop import PerLoop
-from .redis_store import RedisStore, _redis_errors, socket_timeout_of
+from .redis_store import RedisStore, _redis_errors
 from .run_events import StreamReader, follow_stream, parse_id
 from .run_records import (
     CANCELLED,
@@ -75,12 +76,11 @@ class _LoopState:
     """What a ``RunQueue`` holds per event loop: its script batcher, waiters and stream reader."""
 
     def __init__(self, queue: RunQueue) -> None:
-        client = queue.store.client
-        timeout = socket_timeout_of(client)  # blocking reads stay well below it
-        idle = 5.0 if not timeout else max(0.05, min(5.0, timeout / 2))
+        waiting = queue.store.blocking_client  # blocking reads: the store's pool for waits
+        idle = min(5.0, blocking_limit(waiting))
         self.scripts = ScriptBatcher(lambda: queue.store.client, (*QUEUE_SCRIPTS, "renew"))
-        self.waiters = RunWaiters(client, queue.keys.queue_key("ended"), idle)
-        self.reader = StreamReader(client, milliseconds(idle))
+        self.waiters = RunWaiters(waiting, queue.keys.queue_key("ended"), idle)
+        self.reader = StreamReader(waiting, queue.store.client, milliseconds(idle))
 
     async def aclose(self) -> None:
         await self.waiters.aclose()
@@ -116,7 +116,7 @@ class RunQueue:
         self.keep_results = keep_results
         self.runs_index_max = runs_index_max
         self.instances_index_max = instances_index_max
-        self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self))
+        self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self), _LoopState.aclose)
         self._graphs: dict[Any, tuple[str, Graph | None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -128,10 +128,10 @@ class RunQueue:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop this loop's subscription and stream reader (the store's connections are the store's)."""
-        state = self._loops.pop()
-        if state is not None:
-            await state.aclose()
+        """Stop this loop's subscription and stream reader (the store's connections are the store's).
+
+        A loop that ends without it stops them in its own shutdown (``broker/per_loop.py``)."""
+        await self._loops.aclose()
 
     def _state(self) -> _LoopState:
         return self._loops.get()

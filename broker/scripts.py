@@ -19,7 +19,16 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 #: The run queue's scripts, each with ``rq_lib.lua`` in front.
-QUEUE_SCRIPTS = ("rq_submit", "rq_start", "rq_commit", "rq_events", "rq_finish", "rq_cancel")
+QUEUE_SCRIPTS = (
+    "rq_submit",
+    "rq_start",
+    "rq_commit",
+    "rq_events",
+    "rq_finish",
+    "rq_cancel",
+    "rq_requeue",
+    "rq_reap",
+)
 
 #: Script -> the helper files prepended to it, in order.
 _LIBRARIES = {

@@ -52,6 +52,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from barrierflow.broker.connection import blocking_limit
 from barrierflow.broker.coordinator_queue import Claim, ClaimedRun, CoordinatorQueue
 from barrierflow.broker.redis_store import RedisStore
 from barrierflow.broker.run_journal import RunJournal
@@ -239,8 +240,12 @@ class Coordinator:
         helpers: list[asyncio.Task[Any]] = []
         try:
             await self._side.ensure_group()
+            waiting = self.store.blocking_client
             cancels = Subscription(
-                self.store.client, self.queue.cancel_channel, self._on_cancel, idle_timeout=self.read_block
+                waiting,
+                self.queue.cancel_channel,
+                self._on_cancel,
+                idle_timeout=min(self.read_block, blocking_limit(waiting)),
             )
             helpers = [asyncio.ensure_future(self._intake()), asyncio.ensure_future(self._heartbeat())]
             await cancels.ready()
@@ -325,7 +330,7 @@ class Coordinator:
                         self._take(swept, swept=True)
                         continue
                     next_sweep = now + self.sweep_interval
-                entries = await side.read(free, int(self.read_block * 1000))
+                entries = await side.read(free, self.read_block)
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
