@@ -123,7 +123,8 @@ class RunJournal(Store):
         events = record.events or []
         instance_id = self.lease.instance_id
         entries = self.take_pending() + [encode_event(event, instance_id, self.run_hex) for event in events]
-        keys, args = self.inner.checkpoint_call(record, lease)  # fenced_write.lua's: rq_commit.lua adds its own
+        # fenced_write.lua's keys and arguments: rq_commit.lua adds its own
+        keys, args = self.inner.checkpoint_call(record, lease)
         self.committing = True
         try:
             with _redis_errors(f"write of checkpoint {record.checkpoint_id!r}", lease.instance_id):

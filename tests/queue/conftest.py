@@ -19,7 +19,7 @@ import tests.queue_flows  # noqa: F401 - registers the queue tests' workflows in
 from barrierflow.broker import RedisStore, RunQueue
 from barrierflow.workers import Coordinator
 from tests.conftest import delete_prefix
-from tests.workflows_for_workers import SIDE_PREFIX
+from tests.workflows_for_workers import SIDE_PREFIX, _side_client
 
 ROOT = Path(__file__).resolve().parents[2]
 IMPORTS = ["tests.workflows_for_workers", "tests.queue_flows"]
@@ -27,9 +27,12 @@ IMPORTS = ["tests.workflows_for_workers", "tests.queue_flows"]
 
 @pytest.fixture(autouse=True)
 def side_channel(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The handlers' side channel (``tests.workflows_for_workers.side``) on the session's Redis."""
+    """The handlers' side channel (``tests.workflows_for_workers.side``) on the session's Redis, also in this
+    process (its client is cached per process: an earlier test may have made it for another Redis)."""
     monkeypatch.setenv("BARRIERFLOW_REDIS_URL", redis_url)
+    _side_client.cache_clear()
     yield
+    _side_client.cache_clear()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 
 import pytest
+import redis
 
 from barrierflow.broker import RunQueue
 from barrierflow.engine import EventType, MemoryStore, RunState
@@ -16,6 +17,13 @@ from tests import workflows_for_workers as flows
 from tests.queue.conftest import eventually
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def side(redis_url: str) -> redis.Redis:
+    """The handlers' side channel as the coordinator processes write it: on the session's Redis (this
+    process's own ``flows.side()`` may point elsewhere, cached by an earlier test)."""
+    return redis.Redis.from_url(redis_url)
 
 
 async def expected_outputs(job: dict) -> list:
@@ -37,7 +45,7 @@ async def assert_each_committed_once(runs: RunQueue, run_ids: list[str], steps: 
         assert [e.data["step"] for e in events if e.type == EventType.OUTPUT] == list(range(1, steps + 1))
 
 
-async def test_a_sigkilled_coordinator_loses_nothing(runs, coordinator_procs) -> None:
+async def test_a_sigkilled_coordinator_loses_nothing(runs, coordinator_procs, side) -> None:
     """20 runs in flight on 2 coordinators; one is SIGKILLed: all complete, once, with in-process outputs."""
     lock_ttl = 2.0
     options = ("--lock-ttl", str(lock_ttl), "--concurrency", "16")
@@ -69,14 +77,14 @@ async def test_a_sigkilled_coordinator_loses_nothing(runs, coordinator_procs) ->
         assert info.attempts == 2 and info.coordinator.split(":")[1] == str(survivor.pid), info
     # at least once: every step ran; a step the victim was in when it died may have run twice
     for ticket in tickets:
-        executions = flows.side().hgetall(flows.side_key(ticket.instance_id, "executions"))
+        executions = side.hgetall(flows.side_key(ticket.instance_id, "executions"))
         assert sorted(int(k) for k in executions) == list(range(1, 9))
         assert all(int(v) <= 2 for v in executions.values())
     assert took < 60, f"takeover took {took:.1f} s"  # DESIGN: lock_ttl + a few seconds (timing: not asserted)
 
 
 async def test_a_poison_run_that_kills_every_coordinator_is_failed_after_max_attempts(
-    runs, coordinator_procs
+    runs, coordinator_procs, side
 ) -> None:
     options = ("--lock-ttl", "1", "--max-attempts", "2")
     instance = f"{runs.keys.prefix}-poison"
@@ -93,7 +101,7 @@ async def test_a_poison_run_that_kills_every_coordinator_is_failed_after_max_att
         await runs.wait(ticket.run_id, timeout=5)
     info = await runs.get(ticket.run_id)
     assert info.state == "failed" and info.attempts == 3  # two attempts died, the third start failed it
-    assert int(flows.side().hget(flows.side_key(instance, "poison"), "runs")) == 2
+    assert int(side.hget(flows.side_key(instance, "poison"), "runs")) == 2
     # the service goes on: the coordinator that failed the run is alive and serves the next one
     fine = await runs.submit("q_append", {"n": 7})
     assert (await runs.wait(fine.run_id, timeout=30)).outputs == [[7]]
