@@ -30,7 +30,7 @@ def readme_blocks() -> dict[str, str]:
     return blocks
 
 
-CHECKED = {"hello_flow.py", "coordinator.py", "test_hello_flow.py", "resilient_flow.py"}
+CHECKED = {"hello_flow.py", "coordinator.py", "test_hello_flow.py", "resilient_flow.py", "submit_jobs.py"}
 
 
 def test_every_block_is_checked() -> None:
@@ -109,3 +109,31 @@ def test_the_first_command_installs_the_runtime_only() -> None:
     )
     first = readme[readme.index("# 1. ") : readme.index("# 2. ")]
     assert "[test]" not in first
+
+
+@pytest.mark.timeout(300)
+def test_submit_jobs_gets_its_result_from_a_coordinator(
+    blocks_dir: Path, redis_url: str, real_redis_prefix: str
+) -> None:
+    """With the coordinator command of "Going distributed" (handlers in the coordinator: no --celery)."""
+    env = {
+        "BARRIERFLOW_REDIS_URL": redis_url,
+        "BARRIERFLOW_PREFIX": real_redis_prefix,
+        "PYTHONPATH": str(ROOT),
+    }
+    coordinator = subprocess.Popen(
+        [*barrierflow_argv(), "coordinator", "--import", "examples.document_pipeline", "--lock-ttl", "5"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        printed = run_python(["submit_jobs.py"], blocks_dir, env).stdout.strip()
+    finally:
+        coordinator.terminate()  # SIGTERM: a graceful stop
+        assert coordinator.wait(60) == 0
+    code = (blocks_dir / "submit_jobs.py").read_text()
+    [promised] = re.findall(r"print\(.*\)  # (.*)$", code, re.MULTILINE)
+    assert printed == promised == "idle 2"
+    delete_prefix(redis_url, real_redis_prefix)

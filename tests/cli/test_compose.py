@@ -47,11 +47,12 @@ def is_usage_error(exc: BaseException) -> bool:
 
 def test_services_and_the_shared_image(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "coordinator"}
-    worker, coordinator = services["worker"], services["coordinator"]
-    assert worker["build"] == coordinator["build"] == "."
-    assert worker["image"] == coordinator["image"]
-    assert "container_name" not in worker and "ports" not in worker  # or --scale worker=4 would clash
+    assert set(services) == {"redis", "worker", "coordinator", "demo", "cli"}
+    ours = [services[name] for name in ("worker", "coordinator", "demo", "cli")]
+    assert {s["build"] for s in ours} == {"."} and len({s["image"] for s in ours}) == 1
+    for scalable in (services["worker"], services["coordinator"]):  # or --scale ...=N would clash
+        assert "container_name" not in scalable and "ports" not in scalable
+    assert services["cli"]["profiles"] == ["cli"]  # `docker compose run --rm cli ...`, not started by `up`
 
 
 def test_redis_keeps_checkpoints_and_never_evicts(compose: dict) -> None:
@@ -81,7 +82,7 @@ def test_every_service_has_a_healthcheck(compose: dict) -> None:
 
 
 def test_the_workers_and_coordinator_wait_for_a_healthy_redis(compose: dict) -> None:
-    for name in ("worker", "coordinator"):
+    for name in ("worker", "coordinator", "demo"):
         assert compose["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -94,16 +95,25 @@ def test_service_commands_exist_in_the_cli(compose: dict) -> None:
         __import__(module)
 
     coordinator_argv = argv_of(compose["services"]["coordinator"]["command"])
-    assert check_cli_accepts(coordinator_argv).name == "run"
-    assert "--celery" in coordinator_argv
-    assert coordinator_argv[coordinator_argv.index("--redis") + 1] == "redis://redis:6379/0"
-    target = coordinator_argv[2]
-    assert target.split(":")[0] in imports, "the workers must import the coordinator's workflow"
+    assert check_cli_accepts(coordinator_argv).name == "coordinator"
+    assert "--celery" in coordinator_argv and "--health-file" in coordinator_argv
+    coordinator_imports = [
+        coordinator_argv[i + 1] for i, arg in enumerate(coordinator_argv) if arg == "--import"
+    ]
+    assert coordinator_imports == imports, "coordinators and workers must know the same workflows"
+    grace = float(coordinator_argv[coordinator_argv.index("--shutdown-grace") + 1])
+    assert int(compose["services"]["coordinator"]["stop_grace_period"].rstrip("s")) > grace
+
+    demo_argv = argv_of(compose["services"]["demo"]["command"])
+    assert check_cli_accepts(demo_argv).name == "submit"
+    assert "--wait" in demo_argv and demo_argv[2] == "document_pipeline"
+    cli_argv = argv_of(compose["services"]["cli"]["command"])
+    assert check_cli_accepts(cli_argv).name == "runs"
 
 
 def test_the_demo_runs_the_instance_the_readme_inspects(compose: dict) -> None:
-    """The README's ``barrierflow status compose-demo`` finds what the compose coordinator ran."""
-    argv = argv_of(compose["services"]["coordinator"]["command"])
+    """The README's ``barrierflow status compose-demo`` finds what the compose demo submitted."""
+    argv = argv_of(compose["services"]["demo"]["command"])
     instance = argv[argv.index("--instance") + 1]
     readme = (ROOT / "README.md").read_text()
     assert f"barrierflow status {instance} -I examples.document_pipeline" in readme
@@ -111,17 +121,20 @@ def test_the_demo_runs_the_instance_the_readme_inspects(compose: dict) -> None:
     assert "BARRIERFLOW_REDIS_PORT=6380 docker compose up" in readme
 
 
-def test_the_coordinator_input_runs_embedded(compose: dict) -> None:
-    """The coordinator's workflow and input are valid: the same run, embedded, gives a report."""
+def test_the_demo_input_runs_embedded(compose: dict) -> None:
+    """The demo's workflow and input are valid: the same run, embedded, gives a report."""
     from typer.testing import CliRunner
 
     from tests.cli.conftest import json_lines
 
-    argv = argv_of(compose["services"]["coordinator"]["command"])
-    embedded = [a for a in argv[1:] if a != "--celery"]
-    del embedded[embedded.index("--redis") : embedded.index("--redis") + 2]
-    del embedded[embedded.index("--instance") : embedded.index("--instance") + 2]  # embedded needs none
-    result = CliRunner().invoke(app, embedded)
+    argv = argv_of(compose["services"]["demo"]["command"])
+    embedded = [
+        "run",
+        "examples.document_pipeline:document_pipeline",
+        "--input",
+        argv[argv.index("--input") + 1],
+    ]
+    result = CliRunner().invoke(app, [*embedded, "--json"])
     assert result.exit_code == 0, result.output
     assert json_lines(result.stdout)[-1]["outputs"][0]["title"] == "compose demo"
 
