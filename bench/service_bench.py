@@ -180,7 +180,7 @@ class Processes:
 
     def coordinator(self, name: str, *options: str) -> subprocess.Popen:
         argv = [sys.executable, "-m", "barrierflow.cli.main", "coordinator", "--import", "service_bench"]
-        argv += ["--redis", self.redis_url, "--prefix", self.prefix, "--log-level", "INFO", *options]
+        argv += ["--redis", self.redis_url, "--prefix", self.prefix, "--log-level", "WARNING", *options]
         return self.start(name, argv)
 
     def workers(self, count: int) -> list[str]:
@@ -290,7 +290,7 @@ class Bench:
     async def jobs_mode(self, celery: bool) -> dict[str, Any]:
         inputs = list(range(self.jobs))
         if celery:
-            self.procs.coordinator("coord", "--celery", "--concurrency", "48")
+            self.procs.coordinator("coord", "--celery", "--concurrency", "256")
         else:
             for n in (1, 2):
                 self.procs.coordinator(f"coord{n}", "--concurrency", "512")
