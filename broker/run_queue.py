@@ -30,8 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -210,7 +210,7 @@ class RunQueue:
                 raise ValueError(
                     "a new instance needs a message (answers and continuations need instance_id=)"
                 )
-            instance_id = uuid.uuid4().hex
+            instance_id = new_instance_id()
         if graph is not None and message is not None:
             start = graph.executors[graph.start_id]
             if not start.can_handle(message):
@@ -518,6 +518,16 @@ class RunQueue:
                     found.append(info)
             start += page
         return found[:limit]
+
+
+def new_instance_id() -> str:
+    """A fresh instance id: 80 random bits as 20 hex digits (as a checkpoint id's suffix).
+
+    Shorter than a UUID on purpose: the id is in the name of every key of the instance and in its checkpoints,
+    so 12 characters fewer are a few hundred bytes per idle instance; 80 bits keep collisions out of reach
+    (about one in 10^6 after a billion instances).
+    """
+    return os.urandom(10).hex()
 
 
 def _now_ms() -> int:
