@@ -44,6 +44,18 @@ from .loading import (
     parse_responses,
     read_input,
 )
+from .options import (
+    Broker,
+    Debug,
+    Imports,
+    Json,
+    Prefix,
+    RedisUrl,
+    exit_with,
+    new_console,
+    start,
+    with_imports,
+)
 from .render import JsonRenderer, LiveRenderer, dumps, jsonable, response_type_name
 
 app = typer.Typer(
@@ -74,44 +86,6 @@ EMBEDDED_HINT = (
 )
 
 Target = Annotated[str, typer.Argument(metavar="MODULE:FACTORY", help=TARGET_HELP, show_default=False)]
-RedisUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--redis",
-        metavar="URL",
-        help="The Redis store (default: BARRIERFLOW_REDIS_URL, else redis://localhost:6379/0).",
-        show_default=False,
-    ),
-]
-Broker = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        metavar="URL",
-        help="Celery's broker (default: BARRIERFLOW_BROKER_URL, else the Redis URL).",
-        show_default=False,
-    ),
-]
-Prefix = Annotated[
-    str, typer.Option("--prefix", envvar="BARRIERFLOW_PREFIX", help="Key prefix of the instances in Redis.")
-]
-Imports = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--import",
-        "-I",
-        metavar="MODULE",
-        help="Import MODULE first, so the message types of its workflows can be decoded "
-        "(repeatable; BARRIERFLOW_IMPORTS adds more, comma-separated).",
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="JSON output, one object per line.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
-
-
-def _start(debug: bool, json_output: bool = False) -> None:
-    Session.debug = Session.debug or debug
-    Session.json = json_output
 
 
 @app.callback()
@@ -122,17 +96,6 @@ def _main(
 ) -> None:
     Session.debug = debug
     Session.json = False
-
-
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
-
-    return Console(stderr=stderr, soft_wrap=False)
-
-
-def _exit(code: int) -> None:
-    if code != EXIT_OK:
-        raise typer.Exit(code)
 
 
 # -- run ------------------------------------------------------------------------------------------------------
@@ -223,7 +186,7 @@ def run(
     printed with the command that answers them.
     """
     use_json = json_output or (not pretty and not sys.stdout.isatty())
-    _start(debug, use_json)
+    start(debug, use_json)
     if ask is None:
         ask = not use_json and sys.stdin.isatty() and sys.stdout.isatty()
     with reported():
@@ -243,7 +206,7 @@ def run(
                 checkpoint_ttl=checkpoint_ttl,
             )
         )
-    _exit(code)
+    exit_with(code)
 
 
 async def _run(
@@ -319,7 +282,7 @@ async def _run(
             where = f"Redis {backends.redact(location.url)}, prefix {prefix}" + (
                 ", Celery workers" if celery else ""
             )
-        renderer = JsonRenderer() if use_json else LiveRenderer(_console(), wf.name, instance_id, where)
+        renderer = JsonRenderer() if use_json else LiveRenderer(new_console(), wf.name, instance_id, where)
         kwargs: dict[str, Any] = {}
         if has_message:
             kwargs["message"] = message
@@ -417,10 +380,6 @@ def _prompt_answers(result: Any) -> dict[str, Any]:
 # -- instances in Redis ---------------------------------------------------------------------------------------
 
 
-def _with_imports(imports: list[str] | None) -> None:
-    import_modules([*env_imports(), *(imports or [])])
-
-
 @checkpoints_app.command("list", epilog=EXIT_CODES_HELP)
 def checkpoints_list(
     instance: Annotated[str, typer.Argument(metavar="INSTANCE")],
@@ -440,9 +399,9 @@ def checkpoints_list(
     count is still shown.
     """
     use_json = json_output or (not pretty and not sys.stdout.isatty())
-    _start(debug, use_json)
+    start(debug, use_json)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         stored = asyncio.run(
             _in_store(RedisTarget.resolve(redis), prefix, lambda s: list_stored(s, instance))
         )
@@ -451,7 +410,7 @@ def checkpoints_list(
             for row in rows:
                 print(dumps({"type": "checkpoint", **row}))
             return
-        console = _console()
+        console = new_console()
         if not rows:
             console.print(f"no checkpoints of instance {instance!r} under prefix {prefix!r}", highlight=False)
             return
@@ -515,9 +474,9 @@ def checkpoints_show(
     debug: Debug = False,
 ) -> None:
     """Everything a checkpoint holds: queued messages, shared and executor state, fan-in buffers, requests."""
-    _start(debug, json_output)
+    start(debug, json_output)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         cp = asyncio.run(
             _in_store(RedisTarget.resolve(redis), prefix, lambda s: s.load_checkpoint(checkpoint_id))
         )
@@ -525,7 +484,7 @@ def checkpoints_show(
         if json_output:
             print(dumps(record))
         else:
-            _console().print_json(dumps(record))
+            new_console().print_json(dumps(record))
 
 
 @checkpoints_app.command("delete", epilog=EXIT_CODES_HELP)
@@ -536,7 +495,7 @@ def checkpoints_delete(
     debug: Debug = False,
 ) -> None:
     """Delete checkpoints (exit 2 if one of them does not exist)."""
-    _start(debug)
+    start(debug)
 
     async def delete_all(store: Store) -> list[str]:
         return [cid for cid in checkpoint_ids if not await store.delete_checkpoint(cid)]
@@ -581,7 +540,7 @@ def restore(
     debug: Debug = False,
 ) -> None:
     """Make a checkpoint the instance's state again, without running (writes a copy whose parent it is)."""
-    _start(debug)
+    start(debug)
     with reported():
         instance_id = instance or Store.instance_of(checkpoint_id)
         if instance_id is None:
@@ -615,7 +574,7 @@ def reset(
     debug: Debug = False,
 ) -> None:
     """Clean slate for INSTANCE: drop queued work, state and pending requests (its old checkpoints remain)."""
-    _start(debug)
+    start(debug)
     location = RedisTarget.resolve(redis)
 
     async def reset_existing(wf: Workflow) -> str:
@@ -640,7 +599,7 @@ def delete(
     debug: Debug = False,
 ) -> None:
     """Delete everything INSTANCE has in Redis: checkpoints, epoch, workers' records (refused while it runs)."""
-    _start(debug)
+    start(debug)
     with reported():
         location = RedisTarget.resolve(redis)
         count = asyncio.run(_in_store(location, prefix, lambda store: store.delete_instance(instance)))
@@ -661,9 +620,9 @@ def status(
     Without the workflow's modules (-I) the lease, epoch, latest checkpoint id, superstep and request ids are
     still shown; what could not be decoded is named.
     """
-    _start(debug, json_output)
+    start(debug, json_output)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         location = RedisTarget.resolve(redis)
         reservation, latest = asyncio.run(_in_store(location, prefix, lambda s: _status(s, instance)))
         record = _status_record(instance, reservation, latest, location.url, prefix)
@@ -732,7 +691,7 @@ def _status_record(
 def _print_status(record: dict[str, Any]) -> None:
     from rich.markup import escape
 
-    console = _console()
+    console = new_console()
     lock = record["lock"]
     if lock["held"]:
         owner = lock["owner"] or {}
@@ -779,7 +738,7 @@ def graph(
     debug: Debug = False,
 ) -> None:
     """Print the workflow graph (a Mermaid flowchart by default)."""
-    _start(debug)
+    start(debug)
     with reported():
         if format not in ("mermaid", "json"):
             raise CliError(f"--format must be mermaid or json, not {format!r}")
@@ -856,7 +815,7 @@ def worker(
     and coordinators find workers in the registry. Remote control stays on (revoke, shutdown, `celery
     control`), and so do events for Flower when asked for (-E).
     """
-    _start(debug)
+    start(debug)
     with reported():
         modules = import_modules([*env_imports(), *(imports or [])])
         if not modules:

@@ -24,43 +24,21 @@ from barrierflow.engine import EventType, RunResult, RunState, WorkflowEvent
 
 from . import backends
 from .backends import RedisTarget
-from .errors import EXIT_CODES_HELP, EXIT_OK, CliError, Session, reported
-from .loading import coerce_answer, env_imports, import_modules, load_builder, parse_responses, read_input
+from .errors import EXIT_CODES_HELP, EXIT_OK, CliError, reported
+from .loading import coerce_answer, load_builder, parse_responses, read_input
+from .options import (
+    Broker,
+    Debug,
+    Imports,
+    Json,
+    Prefix,
+    RedisUrl,
+    exit_with,
+    new_console,
+    start,
+    with_imports,
+)
 from .render import JsonRenderer, LiveRenderer, dumps, jsonable
-
-RedisUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--redis",
-        metavar="URL",
-        help="The Redis of the run queue (default: BARRIERFLOW_REDIS_URL, else redis://localhost:6379/0).",
-        show_default=False,
-    ),
-]
-Broker = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        metavar="URL",
-        help="Celery's broker, with --celery (default: BARRIERFLOW_BROKER_URL, else the Redis URL).",
-        show_default=False,
-    ),
-]
-Prefix = Annotated[
-    str, typer.Option("--prefix", envvar="BARRIERFLOW_PREFIX", help="Key prefix of the queue and instances.")
-]
-Imports = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--import",
-        "-I",
-        metavar="MODULE",
-        help="Import MODULE first: its workflows (for a coordinator) and message types (to decode events, "
-        "inputs and results). Repeatable; BARRIERFLOW_IMPORTS adds more, comma-separated.",
-    ),
-]
-Json = Annotated[bool, typer.Option("--json", help="JSON output, one object per line.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 #: ``--wait`` without a number waits this long (seconds): as good as forever.
 WAIT_FOREVER = "forever"
@@ -86,17 +64,6 @@ def _is_number(text: str | None) -> bool:
         return False
 
 
-def _start(debug: bool, json_output: bool = False) -> None:
-    Session.debug = Session.debug or debug
-    Session.json = json_output
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(soft_wrap=False)
-
-
 @contextlib.asynccontextmanager
 async def _queue(redis: str | None, prefix: str) -> AsyncIterator[Any]:
     """A ``RunQueue`` on a store that answered a ping; both closed on the way out."""
@@ -109,10 +76,6 @@ async def _queue(redis: str | None, prefix: str) -> AsyncIterator[Any]:
     finally:
         await queue.aclose()
         await backends.close_store(store)
-
-
-def _with_imports(imports: list[str] | None) -> list[str]:
-    return import_modules([*env_imports(), *(imports or [])])
 
 
 # -- coordinator ------------------------------------------------------------------------------------------------
@@ -158,12 +121,12 @@ def coordinator(
     Start as many as you like, anywhere: a run whose coordinator dies is taken over after --lock-ttl. On
     SIGTERM the runs in flight stop at their next barrier and go back to the queue for another coordinator.
     """
-    _start(debug)
+    start(debug)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     with reported():
-        modules = _with_imports(imports)
+        modules = with_imports(imports)
         if not modules:
             print(
                 "warning: no workflow modules imported (--import MODULE or BARRIERFLOW_IMPORTS): every run "
@@ -285,9 +248,9 @@ def submit(
 ) -> None:
     """Submit a run to the queue; the coordinators execute it. Returns once the run is durable in Redis."""
     use_json = json_output or not sys.stdout.isatty()
-    _start(debug, use_json)
+    start(debug, use_json)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         timeout = None if wait in (None, WAIT_FOREVER) else float(wait)  # type: ignore[arg-type]
         code = asyncio.run(
             _submit(
@@ -306,7 +269,7 @@ def submit(
             )
         )
     if code != EXIT_OK:
-        raise typer.Exit(code)
+        exit_with(code)
 
 
 async def _submit(
@@ -343,13 +306,13 @@ async def _submit(
         if use_json:
             print(dumps(record), flush=True)
         else:
-            _console().print(f"submitted run [bold]{ticket.run_id}[/] (instance {ticket.instance_id})")
+            new_console().print(f"submitted run [bold]{ticket.run_id}[/] (instance {ticket.instance_id})")
         if follow:
             return await _follow_run(queue, ticket.run_id, use_json, timeout)
         if wait:
             return await _wait_run(queue, ticket.run_id, use_json, timeout)
         if not use_json:
-            _console().print(
+            new_console().print(
                 f"follow it with: barrierflow runs wait {ticket.run_id} --follow", highlight=False
             )
         return EXIT_OK
@@ -383,15 +346,15 @@ def runs_show(
     debug: Debug = False,
 ) -> None:
     """A run's record: state, times, attempts, coordinator, outputs, pending requests, error."""
-    _start(debug, json_output)
+    start(debug, json_output)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         info = asyncio.run(_on_queue(redis, prefix, lambda q: q.get(run_id)))
         record = run_record(info)
         if json_output:
             print(dumps(record))
         else:
-            _console().print_json(dumps(record))
+            new_console().print_json(dumps(record))
 
 
 @runs_app.command("wait", epilog=EXIT_CODES_HELP)
@@ -409,9 +372,9 @@ def runs_wait(
 ) -> None:
     """Wait for a run to end and print its result (exit 1 if it failed or was cancelled)."""
     use_json = json_output or not sys.stdout.isatty()
-    _start(debug, use_json)
+    start(debug, use_json)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
 
         async def work(queue: Any) -> int:
             if follow:
@@ -420,7 +383,7 @@ def runs_wait(
 
         code = asyncio.run(_on_queue(redis, prefix, work))
     if code != EXIT_OK:
-        raise typer.Exit(code)
+        exit_with(code)
 
 
 @runs_app.command("cancel", epilog=EXIT_CODES_HELP)
@@ -432,7 +395,7 @@ def runs_cancel(
     debug: Debug = False,
 ) -> None:
     """Cancel a run: queued, it never starts; running, it stops at a barrier (its instance stays there)."""
-    _start(debug, json_output)
+    start(debug, json_output)
     with reported():
         cancelled = asyncio.run(_on_queue(redis, prefix, lambda q: q.cancel(run_id)))
         if json_output:
@@ -460,9 +423,9 @@ def runs_list(
     debug: Debug = False,
 ) -> None:
     """Runs, most recently submitted first."""
-    _start(debug, json_output)
+    start(debug, json_output)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
         infos = asyncio.run(
             _on_queue(redis, prefix, lambda q: q.list_runs(instance_id=instance, state=state, limit=limit))
         )
@@ -470,7 +433,7 @@ def runs_list(
             for info in infos:
                 print(dumps(run_record(info)))
             return
-        console = _console()
+        console = new_console()
         if not infos:
             console.print(
                 "no runs" + (f" of instance {instance!r}" if instance else "") + f" under prefix {prefix!r}"
@@ -517,12 +480,12 @@ def watch(
 ) -> None:
     """Print an instance's events (every run's), then follow new ones live until Ctrl-C."""
     use_json = json_output or not sys.stdout.isatty()
-    _start(debug, use_json)
+    start(debug, use_json)
     with reported():
-        _with_imports(imports)
+        with_imports(imports)
 
         async def work(queue: Any) -> None:
-            console = None if use_json else _console()
+            console = None if use_json else new_console()
             async for event in queue.events(instance, after=after, follow=follow):
                 if console is None:
                     print(dumps(_event_line(event)), flush=True)
@@ -597,7 +560,7 @@ async def _follow_run(queue: Any, run_id: str, use_json: bool, timeout: float | 
     renderer: Any = (
         JsonRenderer()
         if use_json
-        else LiveRenderer(_console(), info.workflow_name, info.instance_id, "run queue")
+        else LiveRenderer(new_console(), info.workflow_name, info.instance_id, "run queue")
     )
     try:
         async with asyncio.timeout(timeout):
@@ -614,7 +577,7 @@ def _print_result(result: RunResult, info: Any, use_json: bool) -> None:
     if use_json:
         JsonRenderer().finish(result, info.instance_id, {}, None)
         return
-    console = _console()
+    console = new_console()
     status = result.status
     colour = {RunState.IDLE: "green", RunState.IDLE_WITH_PENDING_REQUESTS: "cyan"}.get(status, "red")
     console.print(
