@@ -871,7 +871,7 @@ def workers(
     heartbeat (every BARRIERFLOW_WORKER_HEARTBEAT s, default 5) is less than three beats old.
     """
     use_json = json_output or not sys.stdout.isatty()
-    _start(debug, use_json)
+    start(debug, use_json)
     with reported():
         location = RedisTarget.resolve(redis)
         report = asyncio.run(
@@ -898,7 +898,7 @@ def workers(
 def _print_workers(report: WorkersReport) -> None:
     from rich.table import Table
 
-    console = _console()
+    console = new_console()
     records = report.records()
     if not records:
         return
