@@ -400,9 +400,11 @@ class Bench:
         after = (await client.info("memory"))["used_memory"]
         sample = await self.runs.get(tickets[0].run_id)
         keys = [k async for k in client.scan_iter(match=f"{self.prefix}:{{{tickets[0].instance_id}}}:*")]
+        usage = sum([await client.memory_usage(key, samples=0) for key in keys])  # the keys alone
         return {
             "instances": instances,
             "bytes_per_instance": round((after - before) / instances),
+            "memory_usage_of_its_keys": usage,
             "keys_per_instance": len(keys),
             "status": sample.status.value if sample.status else None,
             "seconds_to_create": round(elapsed, 2),

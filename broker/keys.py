@@ -38,7 +38,7 @@ The run queue (``broker/run_queue.py``) keeps its per-instance keys under ``rq:`
 =================  ==========  ===============================================================================
 
 and a few keys outside any instance slot: ``P:rq:ready`` (stream of "instance I has runnable work", read by
-the coordinators' consumer group), ``P:rq:runs`` and ``P:rq:instances`` (trimmed indexes for listings) and two
+the coordinators' consumer group), ``P:rq:instances`` (a trimmed index for listings) and two
 pub/sub channels. Those make the run queue a single-shard design: see ``broker/run_queue.py``.
 
 Other suffixes are free for records of other components in the instance's slot (``KeySpace.user_key``), e.g.

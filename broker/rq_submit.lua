@@ -6,12 +6,11 @@
 -- entry (one coordinator slot, when taken) and never holds up other instances.
 --
 -- KEYS[1] rq:queue   KEYS[2] rq:sched   KEYS[3] rq:run:<hex>   KEYS[4] rq:events   KEYS[5] lock
--- KEYS[6] P:rq:ready   KEYS[7] P:rq:runs (zset run id -> submitted ms)   KEYS[8] P:rq:instances (zset)
+-- KEYS[6] P:rq:ready   KEYS[7] P:rq:instances (zset: instance -> last activity ms)
 -- ARGV[1] instance id   ARGV[2] run hex   ARGV[3] run id   ARGV[4] '1': refuse if the instance is busy
 -- ARGV[5] workflow name   ARGV[6] graph signature ('' unknown)   ARGV[7] input bytes   ARGV[8] metadata bytes
--- ARGV[9] now ms   ARGV[10] runs index: entries kept   ARGV[11] runs index: oldest score kept (ms)
--- ARGV[12] instances index: entries kept   ARGV[13] key base P:{I}: (the run's input and metadata keys,
--- rq:in:<hex> and rq:meta:<hex>, are built from it: same slot)
+-- ARGV[9] now ms   ARGV[10] instances index: entries kept   ARGV[11] key base P:{I}: (the run's input and
+-- metadata keys, rq:in:<hex> and rq:meta:<hex>, are built from it: same slot)
 --
 -- Returns {1, after}     queued; `after` is the instance stream's last id before this run (its events follow it)
 --         {0, busy}      refused (ARGV[4]): the hex id of the queued or running run, or 'lock' for a lease held
@@ -34,7 +33,7 @@ local after = '0-0'
 if last[1] then
   after = last[1][1]
 end
-local run, input, _, meta = run_keys(ARGV[13], ARGV[2])
+local run, input, _, meta = run_keys(ARGV[11], ARGV[2])
 redis.call('HSET', run, 'wf', ARGV[5], 'sig', ARGV[6], 'state', 'queued', 'sub', ARGV[9], 'att', 0, 'after', after)
 redis.call('SET', input, ARGV[7])
 if ARGV[8] ~= '' then
@@ -44,9 +43,6 @@ redis.call('RPUSH', KEYS[1], ARGV[2])
 if redis.call('HEXISTS', KEYS[2], 'entry') == 0 then
   redis.call('HSET', KEYS[2], 'entry', redis.call('XADD', KEYS[6], '*', 'i', ARGV[1]))
 end
-redis.call('ZADD', KEYS[7], ARGV[9], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. ARGV[11])
+redis.call('ZADD', KEYS[7], ARGV[9], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[7], 0, -(tonumber(ARGV[10]) + 1))
-redis.call('ZADD', KEYS[8], ARGV[9], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -(tonumber(ARGV[12]) + 1))
 return {1, after}

@@ -92,8 +92,8 @@ class RunQueue:
 
     Same Redis and prefix as ``store``. ``result_ttl``: seconds an ended run's record is kept (and at most
     ``keep_results`` ended runs per instance). ``events_maxlen``: entries kept per instance event stream
-    (approximately: Redis trims whole nodes of 100). ``runs_index_max`` / ``instances_index_max``: entries of
-    the listings' indexes. A coordinator writes results and events with its queue's settings, so give both
+    (approximately: Redis trims whole nodes of 100). ``instances_index_max``: entries of the index of
+    instances the listings read. A coordinator writes results and events with its queue's settings, so give both
     sides the same ones (``Coordinator(store, queue=RunQueue(store, ...))``).
     """
 
@@ -104,7 +104,6 @@ class RunQueue:
         result_ttl: float = 7 * 86400,
         events_maxlen: int = 10_000,
         keep_results: int = 100,
-        runs_index_max: int = 100_000,
         instances_index_max: int = 100_000,
     ) -> None:
         if result_ttl <= 0 or events_maxlen < 1 or keep_results < 1:
@@ -114,7 +113,6 @@ class RunQueue:
         self.result_ttl = result_ttl
         self.events_maxlen = events_maxlen
         self.keep_results = keep_results
-        self.runs_index_max = runs_index_max
         self.instances_index_max = instances_index_max
         self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(self), _LoopState.aclose)
         self._graphs: dict[Any, tuple[str, Graph | None]] = {}
@@ -229,7 +227,6 @@ class RunQueue:
                     keys.events(instance_id),
                     keys.lock(instance_id),
                     self.ready_key,
-                    keys.queue_key("runs"),
                     keys.queue_key("instances"),
                 ],
                 [
@@ -242,8 +239,6 @@ class RunQueue:
                     data,
                     meta,
                     now,
-                    self.runs_index_max,
-                    now - milliseconds(self.result_ttl),
                     self.instances_index_max,
                     keys.base(instance_id),
                 ],
@@ -455,41 +450,53 @@ class RunQueue:
     async def list_runs(
         self, *, instance_id: str | None = None, state: str | None = None, limit: int = 50
     ) -> list[RunInfo]:
-        """Runs, most recently submitted first; of one instance, or all (from a trimmed index).
+        """Runs of one instance (queued ones last submitted first, the running one, then the ended ones, newest
+        first), or of the most recently active instances in that order, until ``limit``.
 
         Summaries: ``outputs`` and ``pending_requests`` are left empty (``get`` has them).
         """
         if state is not None and state not in RUN_STATES:
             raise ValueError(f"state must be one of {', '.join(RUN_STATES)}, not {state!r}")
-        client, keys = self.store.client, self.keys
-        if instance_id is not None:
-            async with client.pipeline(transaction=False) as pipe:
+        client = self.store.client
+        instances = [instance_id] if instance_id is not None else None
+        found: list[RunInfo] = []
+        start, page = 0, max(limit, 20)
+        while len(found) < limit:
+            if instance_id is None:
+                index = self.keys.queue_key("instances")
+                instances = [i.decode() for i in await client.zrevrange(index, start, start + page - 1)]
+                start += page
+            if not instances:
+                break
+            infos = await self._infos(await self._run_ids(instances))
+            found += [info for info in infos if state is None or info.state == state]
+            if instance_id is not None:
+                break
+        return found[:limit]
+
+    async def _run_ids(self, instance_ids: list[str]) -> list[str]:
+        """The run ids of each instance (queued, running, ended), in one round trip."""
+        keys = self.keys
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for instance_id in instance_ids:
                 pipe.lrange(keys.run_queue(instance_id), 0, -1)
                 pipe.hget(keys.run_sched(instance_id), "active")
                 pipe.get(keys.runs_done(instance_id))
-                queued, active, done = await pipe.execute()
+            replies = await pipe.execute()
+        ids = []
+        for n, instance_id in enumerate(instance_ids):
+            queued, active, done = replies[3 * n : 3 * n + 3]
             ended = [done[i : i + 16] for i in range(0, len(done or b""), 16)]
             hexes = [*reversed(queued), *([active] if active else []), *ended]
-            ids = [f"{instance_id}@{h.decode()}" for h in hexes]
-            return [info for info in await self._infos(ids) if state is None or info.state == state][:limit]
-        found: list[RunInfo] = []
-        start, page = 0, max(limit, 50) * 2
-        index = keys.queue_key("runs")
-        while len(found) < limit:
-            ids = [i.decode() for i in await client.zrevrange(index, start, start + page - 1)]
-            if not ids:
-                break
-            found += [info for info in await self._infos(ids, index) if state is None or info.state == state]
-            start += page
-        return found[:limit]
+            ids += [f"{instance_id}@{h.decode()}" for h in hexes]
+        return ids
 
-    async def _infos(self, run_ids: list[str], index: str | None = None) -> list[RunInfo]:
+    async def _infos(self, run_ids: list[str]) -> list[RunInfo]:
         """Summaries of several runs in one round trip (no outputs or requests: their types may not be
-        importable here); runs whose record is gone are skipped (and unindexed)."""
+        importable here); runs whose record is gone are skipped."""
+        if not run_ids:
+            return []
         records = await self._records(run_ids)
-        gone = [run_id for run_id, found in zip(run_ids, records, strict=True) if not found[0]]
-        if gone and index is not None:
-            await self.store.client.zrem(index, *gone)
         return [
             run_info(r, *found, full=False) for r, found in zip(run_ids, records, strict=True) if found[0]
         ]

@@ -242,13 +242,22 @@ _EVENT_TYPES = (
 _EVENT_CODES = {kind: code for code, kind in enumerate(_EVENT_TYPES)}
 
 
+#: ``RunState`` values stored as their index here (a status event's data, a ``run_ended`` event's status).
+#: Stored data depends on these positions: only ever append.
+_RUN_STATES = ("idle", "in_progress", "idle_with_pending_requests", "failed")
+_RUN_ENDED_FIELDS = ("state", "status", "error")
+
+
 def _event_fields(event: WorkflowEvent) -> list[Any]:
-    """An event as a short list: built-in types as small ints, a ``status`` event's ``RunState`` as its
-    value, trailing empty fields left out."""
-    data = event.data
-    if event.type == EventType.STATUS and isinstance(data, RunState):
-        data = data.value
-    fields = [_EVENT_CODES.get(event.type, event.type), data]
+    """An event as a short list: built-in types as small ints, a status as a small int, a ``run_ended``
+    event's data as a list, trailing empty fields left out."""
+    kind, data = event.type, event.data
+    if kind == EventType.STATUS and isinstance(data, RunState):
+        data = _RUN_STATES.index(data.value)
+    elif kind == EventType.RUN_ENDED and isinstance(data, dict) and data.keys() == set(_RUN_ENDED_FIELDS):
+        status = data["status"]
+        data = [data["state"], _RUN_STATES.index(status) if status in _RUN_STATES else status, data["error"]]
+    fields = [_EVENT_CODES.get(kind, kind), data]
     fields += [event.executor_id, event.superstep, event.request_id, event.details]
     while fields[-1] is None:
         fields.pop()
@@ -259,8 +268,15 @@ def _event_of(fields: list[Any], event_id: str | None = None, run_id: str | None
     kind, *rest = fields
     kind = _EVENT_TYPES[kind] if isinstance(kind, int) else kind
     data, executor_id, superstep, request_id, details = (*rest, None, None, None, None, None)[:5]
-    if kind == EventType.STATUS and isinstance(data, str):
-        data = RunState(data)
+    if kind == EventType.STATUS and isinstance(data, int):
+        data = RunState(_RUN_STATES[data])
+    elif kind == EventType.RUN_ENDED and isinstance(data, list):
+        state, status, error = data
+        data = {
+            "state": state,
+            "status": _RUN_STATES[status] if isinstance(status, int) else status,
+            "error": error,
+        }
     return WorkflowEvent(kind, data, executor_id, superstep, request_id, details, event_id, run_id)
 
 

@@ -512,13 +512,14 @@ class Coordinator:
         self, stream: WorkflowStream, journal: RunJournal, run: ClaimedRun, outputs: list[Any]
     ) -> Any:
         """Iterate the run: committed events are in the stream already; live ones go to the journal."""
-        details = {"attempt": run.attempts}  # (the coordinator is in the run record)
+        # a later attempt says so (a takeover or hand-back: the superstep it resumes at runs again)
+        details = {"attempt": run.attempts} if run.attempts > 1 else None
         async for event in stream:
             if event.event_id is not None:  # written with its checkpoint
                 if event.type == EventType.OUTPUT:
                     outputs.append(event.data)
                 continue
-            if event.type == EventType.STARTED:
+            if event.type == EventType.STARTED and details is not None:
                 event.details = details
             journal.add_live(event)
         return await stream.result()

@@ -124,8 +124,8 @@ async def test_sigterm_hands_the_runs_in_flight_back_and_another_coordinator_con
     await asyncio.sleep(0.5)
     stopped_at = time.monotonic()
     coordinator_procs.kill("leaving", 15)  # SIGTERM
-    assert await asyncio.to_thread(leaving.wait, 20) == 0
-    assert time.monotonic() - stopped_at < 10 + 3  # within shutdown_grace
+    assert await asyncio.to_thread(leaving.wait, 60) == 0
+    assert time.monotonic() - stopped_at < 10 + 30  # shutdown_grace, and a loaded machine's process exit
     infos = [await runs.get(r) for r in run_ids]
     assert all(i.state == "queued" and i.attempts == 1 for i in infos), [i.state for i in infos]
     for ticket in tickets:
