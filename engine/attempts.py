@@ -28,6 +28,8 @@ from .delivery import EventSink, batch_failed, call_on_thread, invoke, new_conte
 from .events import EventType, WorkflowEvent
 from .handler_threads import default_threads
 from .outcome import DeliveryOutcome
+from .tracing import HANDLER, attributes
+from .tracing import end as end_span
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from .handler_threads import HandlerThreads
     from .messages import Delivery
     from .retry import DeliveryPolicy
+    from .tracing import Tracing
 
 
 async def deliver_with_policy(
@@ -53,11 +56,14 @@ async def deliver_with_policy(
     emit: EventSink,
     threads: HandlerThreads | None,
     first_error: Exception | None = None,
+    *,
+    trace: Tracing | None = None,
 ) -> None:
     """Deliver one message, retrying per ``policy.retry``; raises ``BatchFailed`` when attempts run out.
 
     ``first_error``: the error of a first attempt the caller already ran (the batch loop runs an async
-    handler's first attempt inline, so success costs next to nothing).
+    handler's first attempt inline, so success costs next to nothing). ``trace``: the batch's
+    ``barrierflow.deliver`` span, under which each attempt gets a ``barrierflow.handler`` span.
     """
     spec, bound = found
     superstep = work.superstep
@@ -70,6 +76,7 @@ async def deliver_with_policy(
             attempt_view = view.fork() if abandonable else view
             ctx = new_context(work, executor_id, delivery, outcome, attempt_view)
             emit(WorkflowEvent(EventType.EXECUTOR_INVOKED, None, executor_id, superstep))
+            span = None if trace is None else _handler_span(trace, work, executor_id, attempt)
             try:
                 if spec.is_async:
                     coro = invoke(spec, bound, delivery, ctx)
@@ -78,7 +85,15 @@ async def deliver_with_policy(
                     await _sync_attempt(spec, bound, delivery, ctx, timeout, executor_id, threads)
             except Exception as exc:
                 error = exc
+                if span is not None:
+                    end_span(span, exc)
+            except BaseException as exc:  # cancelled (a sibling failed, the lease was lost)
+                if span is not None:
+                    end_span(span, exc)
+                raise
             else:
+                if span is not None:
+                    end_span(span)
                 if attempt_view is not view:
                     view.adopt(attempt_view)
                 outcomes.append(outcome)
@@ -108,6 +123,20 @@ async def deliver_with_policy(
         )
         await asyncio.sleep(delay)
         attempt += 1
+
+
+def _handler_span(trace: Tracing, work: SuperstepWork, executor_id: str, attempt: int) -> Any:
+    return trace.start(
+        HANDLER,
+        attributes(
+            instance_id=work.instance_id,
+            run_id=work.run_id,
+            workflow=work.workflow_name,
+            superstep=work.superstep,
+            executor_id=executor_id,
+            attempt=attempt,
+        ),
+    )
 
 
 def timed_out(executor_id: str, timeout: float) -> TimeoutError:

@@ -25,6 +25,8 @@ from .handler_threads import HandlerThreads, default_threads
 from .messages import Delivery
 from .outcome import DeliveryOutcome, FailureInfo
 from .retry import DeliveryPolicy
+from .tracing import DELIVER, Tracing, attributes
+from .tracing import end as end_span
 
 EventSink = Callable[[WorkflowEvent], None]
 
@@ -53,6 +55,8 @@ class SuperstepWork:
     epoch: int = 0
     #: retries and timeouts by executor id (``Graph.policies`` of the process that runs the work)
     policies: Mapping[str, DeliveryPolicy] = field(default_factory=dict)
+    #: the superstep span's children (``engine/tracing.py``), ``None`` when tracing is off
+    trace: Tracing | None = None
 
 
 @dataclass(slots=True)
@@ -110,17 +114,25 @@ class LocalDispatcher(Dispatcher):
         threads = self._threads  # None: the process-wide pool, looked up only if a sync handler runs
         shared, states, policies = work.shared_state, work.executor_states, work.policies
         watchdog: Watchdog | None = None  # made when a batch with a timeout suspends
+        trace = work.trace  # None: tracing is off
         try:
             for batch in work.batches:
                 executor_id = batch.executor_id
                 view = ExecutorView(shared, states.get(executor_id, MISSING))
-                try:
-                    task, _ = start_eagerly(
-                        run_executor_batch(executors, work, batch, view, outcomes, emit, threads)
+                if trace is not None:
+                    task = _traced_batch(
+                        executors, work, batch, view, outcomes, emit, threads, trace, failures
                     )
-                except BatchFailed as failed:
-                    failures.append(failed)
-                    break
+                    if task is _FAILED:
+                        break
+                else:
+                    try:
+                        task, _ = start_eagerly(
+                            run_executor_batch(executors, work, batch, view, outcomes, emit, threads)
+                        )
+                    except BatchFailed as failed:
+                        failures.append(failed)
+                        break
                 if task is not None:
                     running.append(task)
                     policy = policies.get(executor_id) if policies else None
@@ -147,3 +159,56 @@ class LocalDispatcher(Dispatcher):
             first = min(failures, key=lambda failed: failed.index)
             result.failure, result.exception = first.info, first.__cause__
         return result
+
+
+_FAILED: Any = object()
+
+
+def _traced_batch(
+    executors: Mapping[str, Executor],
+    work: SuperstepWork,
+    batch: ExecutorBatch,
+    view: ExecutorView,
+    outcomes: list[DeliveryOutcome],
+    emit: EventSink,
+    threads: HandlerThreads | None,
+    trace: Tracing,
+    failures: list[BatchFailed] | None = None,
+) -> Any:
+    """``start_eagerly(run_executor_batch(...))`` under a ``barrierflow.deliver`` span, ended with the batch.
+
+    Returns the batch's Task, ``None`` if it finished at once, ``_FAILED`` if it failed at once (its
+    ``BatchFailed`` then goes to ``failures``).
+    """
+    span = trace.start(
+        DELIVER,
+        attributes(
+            instance_id=work.instance_id,
+            run_id=work.run_id,
+            workflow=work.workflow_name,
+            superstep=work.superstep,
+            executor_id=batch.executor_id,
+            deliveries=len(batch.deliveries),
+        ),
+    )
+    try:
+        task, _ = start_eagerly(
+            run_executor_batch(executors, work, batch, view, outcomes, emit, threads, trace.under(span))
+        )
+    except BatchFailed as failed:
+        end_span(span, failed.__cause__ or failed)
+        if failures is not None:
+            failures.append(failed)
+        return _FAILED
+    if task is None:
+        end_span(span)
+    else:
+        task.add_done_callback(lambda done: end_span(span, _error_of(done)))
+    return task
+
+
+def _error_of(task: asyncio.Task[None]) -> BaseException | None:
+    if task.cancelled():
+        return asyncio.CancelledError()
+    error = task.exception()
+    return error.__cause__ or error if isinstance(error, BatchFailed) else error

@@ -29,6 +29,7 @@ from .delivery import (
 from .events import EventType, WorkflowEvent
 from .handler_threads import default_threads
 from .outcome import DeliveryOutcome
+from .retry import DeliveryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from .executor import Executor, HandlerSpec
     from .handler_threads import HandlerThreads
     from .messages import Delivery
+    from .tracing import Tracing
+
+#: The policy of a traced delivery that has none: one attempt, no deadline (what the fast paths do).
+UNLIMITED = DeliveryPolicy(retry=None, timeout=None)
 
 
 async def run_executor_batch(
@@ -48,6 +53,7 @@ async def run_executor_batch(
     outcomes: list[DeliveryOutcome],
     emit: EventSink,
     threads: HandlerThreads | None = None,
+    trace: Tracing | None = None,
 ) -> None:
     """Deliver ``batch`` one message at a time, appending each delivery's outcome to ``outcomes``.
 
@@ -56,11 +62,15 @@ async def run_executor_batch(
     the process-wide pool of ``engine/handler_threads.py``). ``view`` is the executor's view of the state
     (``ExecutorView(work.shared_state, its committed executor state)``), made by the dispatcher because it is
     also the batch's ``AttemptClock``: the dispatcher watches it if the batch suspends (``engine/deadlines.py``).
+    With ``trace`` (tracing is on: the batch's ``barrierflow.deliver`` span) every delivery takes the policy
+    path, which makes one ``barrierflow.handler`` span per attempt; without it the fast paths below run.
     """
     executor_id = batch.executor_id
     executor = executors[executor_id]
     superstep, run_id, instance_id = work.superstep, work.run_id, work.instance_id
     policy = work.policies.get(executor_id) if work.policies else None
+    if trace is not None and policy is None:
+        policy = UNLIMITED
     timeout = policy.timeout if policy is not None else None
     deliveries = batch.deliveries
     position, count = 0, len(deliveries)
@@ -71,7 +81,7 @@ async def run_executor_batch(
             found = executor.handler_for(delivery.message)
         else:
             found = executor.response_handler_for(request.data, delivery.message)
-        if found is not None and not found[0].is_async:
+        if found is not None and (trace is not None or not found[0].is_async):
             if policy is None:
                 position = await _run_sync_stretch(
                     executor, work, batch, position, view, outcomes, emit, threads
@@ -79,7 +89,17 @@ async def run_executor_batch(
             else:  # under a policy each delivery is an attempt of its own, on its own hop
                 position += 1
                 await deliver_with_policy(
-                    policy, work, executor_id, index, delivery, found, view, outcomes, emit, threads
+                    policy,
+                    work,
+                    executor_id,
+                    index,
+                    delivery,
+                    found,
+                    view,
+                    outcomes,
+                    emit,
+                    threads,
+                    trace=trace,
                 )
             continue
         position += 1

@@ -12,11 +12,20 @@ from typing import Any
 
 from . import codec
 from .checkpoint import new_checkpoint_id
-from .checkpoint_format import DecodedCheckpoint, HeadFields, StateDelta, encode_record, needs_keyframe
+from .checkpoint_format import (
+    CheckpointRecord,
+    DecodedCheckpoint,
+    HeadFields,
+    StateDelta,
+    encode_record,
+    needs_keyframe,
+)
 from .errors import SerializationError
 from .events import RunState, WorkflowEvent
 from .messages import Delivery, PendingRequest
 from .store import Lease, Store
+from .tracing import CHECKPOINT_WRITE, Tracing, attributes
+from .tracing import end as end_span
 
 
 @dataclass(slots=True)
@@ -91,7 +100,9 @@ class Identity:
     lease: Lease
 
 
-async def commit(store: Store, state: InstanceState, changes: Changes, who: Identity) -> str:
+async def commit(
+    store: Store, state: InstanceState, changes: Changes, who: Identity, tracing: Tracing | None = None
+) -> str:
     """Write the checkpoint that ``changes`` make of ``state``, then apply them to ``state``. Returns its id.
 
     Cost grows with what changed: the state dicts are copied only when a keyframe is cut (amortised by
@@ -142,7 +153,10 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     except SerializationError as exc:
         raise _in_user_terms(exc, fields, changes) from exc
     record.events = changes.events
-    await store.write_record(record, who.lease)
+    if tracing is None:
+        await store.write_record(record, who.lease)
+    else:
+        await _traced_write(store, record, who, tracing)
     # stored: now, and only now, the live state changes
     if keyframe_state is not None:
         state.shared_state, state.executor_states = keyframe_state
@@ -159,6 +173,27 @@ async def commit(store: Store, state: InstanceState, changes: Changes, who: Iden
     state.keyframe_id = keyframe_id
     state.shared_delta, state.executor_delta = shared_delta, executor_delta
     return checkpoint_id
+
+
+async def _traced_write(store: Store, record: CheckpointRecord, who: Identity, tracing: Tracing) -> None:
+    """``store.write_record`` under a ``barrierflow.checkpoint.write`` span that says how many bytes it wrote."""
+    size = len(record.head) + (len(record.keyframe) if record.keyframe is not None else 0)
+    span = tracing.start(
+        CHECKPOINT_WRITE,
+        attributes(
+            instance_id=who.instance_id,
+            run_id=who.run_id,
+            checkpoint_id=record.checkpoint_id,
+            bytes=size,
+            events=len(record.events or ()),
+        ),
+    )
+    try:
+        await store.write_record(record, who.lease)
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    end_span(span)
 
 
 def _in_user_terms(error: SerializationError, cp: HeadFields, changes: Changes) -> SerializationError:

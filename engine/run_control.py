@@ -34,3 +34,5 @@ class RunControl:
     resume: bool = False
     #: set by the host; raised at the next barrier (after the commit), never in the middle of a superstep
     stop: RunCancelledError | None = None
+    #: the W3C ``traceparent`` of the span that submitted the run: its ``barrierflow.run`` span links to it
+    submitted_by: str | None = None

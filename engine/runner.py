@@ -25,6 +25,8 @@ from .outcome import DeliveryOutcome, unencodable_effect
 from .routing import route
 from .run_control import RunControl
 from .store import Store, lease_lost_error
+from .tracing import SUPERSTEP, Tracing, attributes
+from .tracing import end as end_span
 
 
 def plan(deliveries: list[Delivery]) -> list[ExecutorBatch]:
@@ -77,6 +79,7 @@ class SuperstepRunner:
         who: Identity,
         lease_lost: asyncio.Future[None] | None = None,
         control: RunControl | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.graph = graph
         self.store = store
@@ -86,9 +89,25 @@ class SuperstepRunner:
         #: done once the lease is known lost: running handlers are cancelled then, not at the barrier
         self.lease_lost = lease_lost
         self.control = control
+        #: spans of this run go under ``tracing`` (``None``: tracing is off, no span is made)
+        self.tracing = tracing
+        self._step: Tracing | None = None  # the superstep span's children, while it is open
+        self._step_span: Any = None
 
     async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
+        if self.tracing is None:
+            async for event in self._run(max_supersteps):
+                yield event
+            return
+        try:
+            async for event in self._run(max_supersteps):
+                yield event
+        except BaseException as exc:
+            self._end_step(None if isinstance(exc, GeneratorExit) else exc)
+            raise
+
+    async def _run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         state, control = self.state, self.control
         for _ in range(max_supersteps):
             if not state.messages:
@@ -96,6 +115,8 @@ class SuperstepRunner:
             if control is not None and control.stop is not None:  # the host stops the run at this barrier
                 raise control.stop
             superstep = state.superstep + 1
+            if self.tracing is not None:
+                self._start_step(superstep)
             yield WorkflowEvent(EventType.SUPERSTEP_STARTED, superstep=superstep)
             live: list[WorkflowEvent] = []
             wake = asyncio.Event()
@@ -123,7 +144,10 @@ class SuperstepRunner:
                     failure.attempts,
                 )
                 raise error from result.exception
-            for event in await self._commit(superstep, result.outcomes):  # the barrier
+            events = await self._commit(superstep, result.outcomes)  # the barrier
+            if self._step is not None:
+                self._end_step(None, deliveries=len(result.outcomes), events=len(events))
+            for event in events:
                 yield event
         if state.messages:
             raise ConvergenceError(
@@ -157,6 +181,7 @@ class SuperstepRunner:
             lease_token=who.lease.token,
             epoch=who.lease.epoch,
             policies=self.graph.policies,
+            trace=self._step,
         )
         result = await self.dispatcher.run_superstep(self.graph.executors, work, emit)
         if len(batches) > 1:
@@ -192,8 +217,32 @@ class SuperstepRunner:
         events.append(WorkflowEvent(EventType.CHECKPOINT_CREATED, checkpoint_id, superstep=superstep))
         events.append(WorkflowEvent(EventType.SUPERSTEP_COMPLETED, superstep=superstep))
         changes.events = events
-        await commit(self.store, state, changes, who)
+        await commit(self.store, state, changes, who, self._step)
         return events
+
+    def _start_step(self, superstep: int) -> None:
+        assert self.tracing is not None
+        who = self.who
+        span = self.tracing.start(
+            SUPERSTEP,
+            attributes(
+                instance_id=who.instance_id,
+                run_id=who.run_id,
+                workflow=who.workflow_name,
+                superstep=superstep,
+            ),
+        )
+        self._step = self.tracing.under(span)
+        self._step_span = span
+
+    def _end_step(self, error: BaseException | None, **counts: int) -> None:
+        """End the open superstep span (if any): with the superstep's counts, or the error that ended it."""
+        if self._step is None:
+            return
+        span, self._step = self._step_span, None
+        for name, count in counts.items():
+            span.set_attribute(f"barrierflow.{name}", count)
+        end_span(span, error)
 
 
 async def _while_running(

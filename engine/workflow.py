@@ -34,6 +34,8 @@ from .run_control import RunControl
 from .run_session import RunCall, RunSession, WorkflowStream, outputs_of
 from .runner import SuperstepRunner
 from .store import Lease, Store, new_token, owner_info
+from .tracing import LEASE_ACQUIRE, RUN, Tracing, attributes, links_to, tracer
+from .tracing import end as end_span
 
 logger = logging.getLogger("barrierflow")
 
@@ -262,12 +264,23 @@ class Workflow:
     ) -> AsyncGenerator[WorkflowEvent, None]:
         renewer: asyncio.Task[None] | None = None
         started = False
+        tracing = run_span = None
+        failure: BaseException | None = None
+        if (found := tracer()) is not None:  # tracing is on: the run's span, linked to its submission
+            link = links_to(control.submitted_by) if control is not None else None
+            run_span = Tracing(found).start(
+                RUN, attributes(instance_id=self.instance_id, run_id=run_id, workflow=self.name), link
+            )
+            tracing = Tracing(found).under(run_span)
         try:
             if control is not None:
                 lease = control.lease
             else:
                 if not holder:
-                    holder.append(await self.store.reserve(self.instance_id, token, owner_info(run_id)))
+                    if tracing is None:
+                        holder.append(await self.store.reserve(self.instance_id, token, owner_info(run_id)))
+                    else:
+                        holder.append(await self._traced_reserve(tracing, token, run_id))
                 lease = holder[0]
             if self._token != token:  # abandoned while acquiring the store lease
                 return
@@ -301,15 +314,18 @@ class Workflow:
                         EventType.CHECKPOINT_CREATED, first.checkpoint_id, superstep=first.superstep
                     )
                 ]
-                await commit(self.store, state, first, who)
+                await commit(self.store, state, first, who, tracing)
                 yield first.events[0]
-            runner = SuperstepRunner(self._graph, self.store, self.dispatcher, state, who, lost, control)
+            runner = SuperstepRunner(
+                self._graph, self.store, self.dispatcher, state, who, lost, control, tracing
+            )
             async for event in runner.run(self._graph.max_supersteps):
                 yield event
             yield WorkflowEvent(EventType.STATUS, state.run_state())
         except RunCancelledError:  # stopped by its host at a barrier: the state is that barrier's, no failure
             raise
         except Exception as exc:
+            failure = exc
             if started and self._token == token:  # a superseded run never touches the handle
                 self._failed = True
                 yield WorkflowEvent(
@@ -330,6 +346,21 @@ class Workflow:
             if holder:
                 await self._release_lease(holder[0])
             self._release_local(token)
+            if run_span is not None:
+                run_span.set_attribute("barrierflow.superstep", self._state.superstep if self._state else 0)
+                end_span(run_span, failure)
+
+    async def _traced_reserve(self, tracing: Tracing, token: str, run_id: str) -> Lease:
+        """``store.reserve`` under a ``barrierflow.lease.acquire`` span (it waits while another run holds it)."""
+        span = tracing.start(LEASE_ACQUIRE, attributes(instance_id=self.instance_id, run_id=run_id))
+        try:
+            lease = await self.store.reserve(self.instance_id, token, owner_info(run_id))
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        span.set_attribute("barrierflow.epoch", lease.epoch)
+        end_span(span)
+        return lease
 
     def _check_responses(
         self, state: InstanceState, responses: dict[str, Any]
