@@ -25,7 +25,7 @@ from barrierflow.engine.events import EventType, RunState, WorkflowEvent
 from barrierflow.engine.store import Lease
 
 from .connection import blocking_limit
-from .run_records import decode_event, decode_input, encode_event, encode_result
+from .run_records import decode_event, decode_input, encode_event, encode_result, submitted_by
 from .scripts import milliseconds
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ class ClaimedRun:
         """The submitted ``(message, responses, checkpoint_id)``."""
         return decode_input(self.input) if self.input else (None, {}, None)
 
+    def submitted_by(self) -> str | None:
+        """The ``traceparent`` of the run's ``barrierflow.queue.submit`` span (when it was traced)."""
+        return submitted_by(self.input) if self.input else None
+
     @classmethod
     def parse(cls, instance_id: str, reply: list[Any]) -> ClaimedRun:
         hex_, attempts, crashes, workflow, signature, data, committed, cancel, after = reply
@@ -90,6 +94,7 @@ class Claim:
     lease: Lease | None = None
     prefetched: tuple[str | None, bytes | None, bytes | None] = (None, None, None)
     busy: dict[str, Any] | None = None
+    takeover: bool = False  # the run was in the hands of a coordinator that died (its lease expired)
 
 
 class CoordinatorQueue:
@@ -195,11 +200,12 @@ class CoordinatorQueue:
             return Claim(busy=_owner(reply[1]))
         if kind != _STARTED:
             return Claim()
-        _, epoch, run, latest, head, keyframe = reply
+        _, epoch, run, latest, head, keyframe, takeover = reply
         return Claim(
             run=ClaimedRun.parse(instance_id, run),
             lease=Lease(instance_id, token, int(epoch), ttl),
             prefetched=(latest.decode() if latest else None, head, keyframe),
+            takeover=bool(takeover),
         )
 
     async def committed_outputs(self, run: ClaimedRun) -> list[Any]:

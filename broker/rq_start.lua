@@ -16,7 +16,8 @@
 --         {1, owner JSON, lock PTTL}   busy: a lease is held (a run outside the queue, or a live holder
 --                                      being taken over too early); nothing changed, try again later
 --         {2}                          nothing to run (its queued runs were cancelled): entry removed
---         {3, epoch, run, latest checkpoint id, head, keyframe}   started; `run` as begin_run returns it
+--         {3, epoch, run, latest checkpoint id, head, keyframe, takeover}   started; `run` as begin_run
+--                                      returns it; `takeover` 1 when the run was taken from a dead coordinator
 
 local sched, ready, base = KEYS[5], KEYS[6], ARGV[9]
 if redis.call('HGET', sched, 'entry') ~= ARGV[2] then
@@ -53,4 +54,8 @@ if latest then
     keyframe = redis.call('GET', base .. 'kf:' .. kf)
   end
 end
-return {3, epoch, run, latest or false, head, keyframe}
+local takeover = 0
+if crashed then
+  takeover = 1
+end
+return {3, epoch, run, latest or false, head, keyframe, takeover}

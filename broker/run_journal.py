@@ -28,6 +28,7 @@ from barrierflow.engine.checkpoint_format import CheckpointRecord
 from barrierflow.engine.events import WorkflowEvent
 from barrierflow.engine.store import Lease, ReservationInfo, Store
 
+from .metrics import CHECKPOINT_BYTES
 from .redis_store import RedisStore, _redis_errors, fenced_out
 from .run_records import encode_event
 
@@ -120,6 +121,7 @@ class RunJournal(Store):
             await self.inner.write_record(record, lease)
             return
         await self.settled()
+        CHECKPOINT_BYTES.observe(len(record.head) + (len(record.keyframe) if record.keyframe else 0))
         events = record.events or []
         instance_id = self.lease.instance_id
         entries = self.take_pending() + [encode_event(event, instance_id, self.run_hex) for event in events]

@@ -43,9 +43,12 @@ from barrierflow.engine.errors import RunCancelledError, WorkflowRunInProgressEr
 from barrierflow.engine.events import EventType, RunResult, RunState, WorkflowEvent, request_info_event
 from barrierflow.engine.graph import Graph
 from barrierflow.engine.registry import registered_workflows, workflow_graph
+from barrierflow.engine.tracing import QUEUE_SUBMIT, Tracing, attributes, traceparent, tracer
+from barrierflow.engine.tracing import end as end_span
 
 from .batching import ScriptBatcher
 from .connection import blocking_limit
+from .metrics import SUBMITTED, count_run
 from .per_loop import PerLoop
 from .redis_store import RedisStore, _redis_errors
 from .run_events import StreamReader, follow_stream, parse_id
@@ -214,7 +217,33 @@ class RunQueue:
             if not start.can_handle(message):
                 raise TypeError(f"start executor {start.id!r} has no handler for {type(message).__name__}")
         run_id, run_hex = new_run_id(instance_id)
-        data = encode_input(message, dict(responses or {}), checkpoint_id)
+        found = tracer()
+        if found is None:
+            data = encode_input(message, dict(responses or {}), checkpoint_id)
+            return await self._submit(name, graph, instance_id, run_id, run_hex, data, strategy, metadata)
+        span = Tracing(found).start(
+            QUEUE_SUBMIT, attributes(workflow=name, instance_id=instance_id, run_id=run_id)
+        )
+        try:
+            data = encode_input(message, dict(responses or {}), checkpoint_id, traceparent(span))
+            ticket = await self._submit(name, graph, instance_id, run_id, run_hex, data, strategy, metadata)
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        end_span(span)
+        return ticket
+
+    async def _submit(
+        self,
+        name: str,
+        graph: Graph | None,
+        instance_id: str,
+        run_id: str,
+        run_hex: str,
+        data: bytes,
+        strategy: str,
+        metadata: Mapping[str, Any] | None,
+    ) -> RunTicket:
         meta = codec.encode(dict(metadata)) if metadata else b""
         keys, now = self.keys, _now_ms()
         with _redis_errors("submit", instance_id):
@@ -243,6 +272,8 @@ class RunQueue:
                     keys.base(instance_id),
                 ],
             )
+        if reply[0] == 1:
+            count_run(name, SUBMITTED)
         if reply[0] == 0:
             busy = reply[1].decode()
             what = (

@@ -104,13 +104,28 @@ class InstanceInfo:
 # -- inputs and results ------------------------------------------------------------------------------------------
 
 
-def encode_input(message: Any, responses: dict[str, Any] | None, checkpoint_id: str | None) -> bytes:
-    return codec.encode([message, responses or {}, checkpoint_id])
+def encode_input(
+    message: Any,
+    responses: dict[str, Any] | None,
+    checkpoint_id: str | None,
+    submitted_by: str | None = None,
+) -> bytes:
+    """``[message, responses, checkpoint_id]``, and the submission span's ``traceparent`` as a fourth item
+    only when tracing is on (no byte more per queued run otherwise)."""
+    if submitted_by is None:
+        return codec.encode([message, responses or {}, checkpoint_id])
+    return codec.encode([message, responses or {}, checkpoint_id, submitted_by])
 
 
 def decode_input(data: bytes) -> tuple[Any, dict[str, Any], str | None]:
-    message, responses, checkpoint_id = codec.decode(data)
+    message, responses, checkpoint_id, *_ = codec.decode(data)
     return message, dict(responses), checkpoint_id
+
+
+def submitted_by(data: bytes) -> str | None:
+    """The ``traceparent`` of the span that submitted a run, if its input carries one."""
+    decoded = codec.decode(data)
+    return decoded[3] if len(decoded) > 3 and isinstance(decoded[3], str) else None
 
 
 def encode_result(

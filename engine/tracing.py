@@ -108,6 +108,11 @@ def traceparent(span: Any) -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
+def trace_id(span: Any) -> str:
+    """The hex trace id of ``span`` (what JSON log lines carry as ``trace_id``)."""
+    return f"{span.get_span_context().trace_id:032x}"
+
+
 def remote_context(header: str | None) -> Any | None:
     """The ``SpanContext`` a ``traceparent`` names (``is_remote``), ``None`` if it is missing or malformed."""
     if not header or not isinstance(header, str):

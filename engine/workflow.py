@@ -29,12 +29,13 @@ from .errors import (
 from .events import EventType, Lifecycle, RunResult, RunState, WorkflowEvent, request_info_event
 from .graph import Graph, mermaid
 from .instance_state import Changes, Identity, InstanceState, commit
+from .log_context import LOG_CONTEXT
 from .messages import INPUT_SOURCE, Delivery, PendingRequest
 from .run_control import RunControl
 from .run_session import RunCall, RunSession, WorkflowStream, outputs_of
 from .runner import SuperstepRunner
 from .store import Lease, Store, new_token, owner_info
-from .tracing import LEASE_ACQUIRE, RUN, Tracing, attributes, links_to, tracer
+from .tracing import LEASE_ACQUIRE, RUN, Tracing, attributes, links_to, trace_id, tracer
 from .tracing import end as end_span
 
 logger = logging.getLogger("barrierflow")
@@ -272,6 +273,9 @@ class Workflow:
                 RUN, attributes(instance_id=self.instance_id, run_id=run_id, workflow=self.name), link
             )
             tracing = Tracing(found).under(run_span)
+            ids = LOG_CONTEXT.get()
+            if ids is not None:  # a host logs this run's lines: they name its trace from now on
+                ids["trace_id"] = trace_id(run_span)
         try:
             if control is not None:
                 lease = control.lease

@@ -46,6 +46,8 @@ DEFAULT_QUEUE = "barrierflow"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_HEARTBEAT = 5.0
 TASK_NAME = "barrierflow.run_batches"
+#: The Celery task header that carries the superstep span's W3C trace context (when tracing is on).
+TRACEPARENT = "traceparent"
 
 
 #: kombu Redis transport: socket timeouts above its 1 s BRPOP poll, keepalive, checks (see the module doc).

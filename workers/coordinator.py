@@ -54,6 +54,7 @@ from redis.exceptions import RedisError
 
 from barrierflow.broker.connection import blocking_limit
 from barrierflow.broker.coordinator_queue import Claim, ClaimedRun, CoordinatorQueue
+from barrierflow.broker.metrics import RUNS_IN_FLIGHT, STARTED, TAKEOVERS, RunCounters, count_run
 from barrierflow.broker.redis_store import RedisStore
 from barrierflow.broker.run_journal import RunJournal
 from barrierflow.broker.run_queue import RunQueue
@@ -67,10 +68,13 @@ from barrierflow.engine.errors import (
     WorkflowError,
 )
 from barrierflow.engine.events import EventType, RunState, WorkflowEvent
+from barrierflow.engine.log_context import set_log_context
 from barrierflow.engine.registry import workflow_graph
 from barrierflow.engine.run_control import RunControl
 from barrierflow.engine.run_session import WorkflowStream
 from barrierflow.engine.store import new_token
+from barrierflow.engine.tracing import QUEUE_CLAIM, Tracing, attributes, tracer
+from barrierflow.engine.tracing import end as end_span
 from barrierflow.engine.workflow import Workflow
 
 logger = logging.getLogger("barrierflow.coordinator")
@@ -384,7 +388,7 @@ class Coordinator:
     async def _drive(self, slot: _Slot, swept: bool) -> None:
         """Take the instance, then run its queued runs one after another under one lease."""
         try:
-            claim = await self._side.start(slot.entry_id, slot.instance_id, new_token(), self.store.lock_ttl)
+            claim = await self._claim(slot)
             if claim.run is None:
                 if claim.busy is not None:
                     logger.info(
@@ -401,19 +405,52 @@ class Coordinator:
             if self._wake is not None:
                 self._wake.set()
 
+    async def _claim(self, slot: _Slot) -> Claim:
+        """``rq_start``: the instance's lease and its next run (under a ``barrierflow.queue.claim`` span)."""
+        found = tracer()
+        if found is None:
+            return await self._side.start(slot.entry_id, slot.instance_id, new_token(), self.store.lock_ttl)
+        span = Tracing(found).start(
+            QUEUE_CLAIM, attributes(instance_id=slot.instance_id, coordinator=self.name)
+        )
+        try:
+            claim = await self._side.start(slot.entry_id, slot.instance_id, new_token(), self.store.lock_ttl)
+        except BaseException as exc:
+            end_span(span, exc)
+            raise
+        if claim.run is not None:
+            span.set_attributes(
+                attributes(
+                    run_id=claim.run.run_id,
+                    workflow=claim.run.workflow,
+                    attempt=claim.run.attempts,
+                    takeover=claim.takeover,
+                )
+            )
+        end_span(span)
+        return claim
+
     async def _drive_runs(self, slot: _Slot, claim: Claim) -> None:
         assert claim.run is not None and claim.lease is not None
         slot.lease = claim.lease
         journal = slot.journal = RunJournal(self.queue, claim.lease, claim.prefetched, self._live)
         run: ClaimedRun | None = claim.run
         wf: Workflow | None = None
+        if claim.takeover:
+            TAKEOVERS.inc()
         while run is not None:
             if self._stopping:
                 slot.stop(HANDBACK)
             slot.run = run
             journal.begin(run.run_hex)
+            set_log_context(run_id=run.run_id, instance_id=run.instance_id, workflow=run.workflow)
             logger.info("run %s (%s) started, attempt %d", run.run_id, run.workflow, run.attempts)
-            wf, ending = await self._execute(slot, run, wf)
+            count_run(run.workflow, STARTED)
+            RUNS_IN_FLIGHT.inc()
+            try:
+                wf, ending = await self._execute(slot, run, wf)
+            finally:
+                RUNS_IN_FLIGHT.dec()
             if ending is None:  # the lease ended: the run is another coordinator's now
                 logger.warning(
                     "run %s: lost the lease of %s; another coordinator has it", run.run_id, run.instance_id
@@ -431,9 +468,20 @@ class Coordinator:
                 error=ending.error,
                 go_on=go_on,
             )
-            logger.info(
-                "run %s %s", run.run_id, "handed back" if ending.state == "handback" else ending.state
-            )
+            if ending.state == "handback":
+                logger.info("run %s handed back", run.run_id)
+            else:
+                count_run(run.workflow, ending.state)
+                if ending.error is not None:
+                    logger.info(
+                        "run %s %s: %s: %s",
+                        run.run_id,
+                        ending.state,
+                        ending.error.get("type"),
+                        ending.error.get("message"),
+                    )
+                else:
+                    logger.info("run %s %s", run.run_id, ending.state)
             if following is False:
                 logger.warning(
                     "run %s: lost the lease of %s before recording it", run.run_id, run.instance_id
@@ -474,7 +522,12 @@ class Coordinator:
         if wf is None or wf.graph is not graph:
             assert slot.journal is not None
             wf = Workflow(graph, instance_id=run.instance_id, store=slot.journal, dispatcher=self.dispatcher)
-        control = slot.control = RunControl(run.run_id, slot.lease, resume=run.committed is not None)
+        control = slot.control = RunControl(
+            run.run_id,
+            slot.lease,
+            resume=run.committed is not None,
+            submitted_by=run.submitted_by() if tracer() is not None else None,
+        )
         if slot.reason is not None:  # a stop came while the run was being prepared
             slot.stop(slot.reason)
         assert slot.journal is not None
@@ -514,7 +567,9 @@ class Coordinator:
         """Iterate the run: committed events are in the stream already; live ones go to the journal."""
         # a later attempt says so (a takeover or hand-back: the superstep it resumes at runs again)
         details = {"attempt": run.attempts} if run.attempts > 1 else None
+        counters = RunCounters(run.workflow)
         async for event in stream:
+            counters.event(event)
             if event.event_id is not None:  # written with its checkpoint
                 if event.type == EventType.OUTPUT:
                     outputs.append(event.data)

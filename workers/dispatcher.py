@@ -45,7 +45,7 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,7 @@ from barrierflow.engine.errors import (
 from barrierflow.engine.events import EventType, WorkflowEvent
 from barrierflow.engine.executor import Executor
 
-from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME
+from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME, TRACEPARENT
 from .wire import TaskEnvelope, TaskResult, decode_result, encode_body, encode_task
 
 if TYPE_CHECKING:
@@ -89,6 +89,17 @@ MAX_CHECK_INTERVAL = 600.0
 FALLBACK_SLOTS = 2
 #: Seconds a read of the worker registry is reused for planning.
 REGISTRY_CACHE = 2.0
+
+
+def task_summaries(work: SuperstepWork, groups: list[list[ExecutorBatch]]) -> list[str]:
+    """What Flower and ``celery events`` show as each task's arguments (its payload is msgpack bytes):
+    ``(workflow='w', instance='i', superstep=3, task=0, executors=['a', 'b'], deliveries=12)``."""
+    return [
+        f"(workflow={work.workflow_name!r}, instance={work.instance_id!r}, superstep={work.superstep}, "
+        f"task={task}, executors={[batch.executor_id for batch in group]!r}, "
+        f"deliveries={sum(len(batch.deliveries) for batch in group)})"
+        for task, group in enumerate(groups)
+    ]
 
 
 def plan_tasks(batches: list[ExecutorBatch], k: int) -> list[list[ExecutorBatch]]:
@@ -254,8 +265,9 @@ class CeleryDispatcher(Dispatcher):
         reader = ResultReader(self._redis(), self._waiting())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
-        step = _Sent(work, keys, self._envelopes(work, await self.plan(work.batches)), emit)
-        await self._send([encode_task(envelope) for envelope in step.envelopes])
+        groups = await self.plan(work.batches)
+        step = _Sent(work, keys, self._envelopes(work, groups), emit, task_summaries(work, groups))
+        await self._send(step, range(len(step.envelopes)))
         step.start(time.monotonic(), self.redispatch_after)
         pending = set(range(len(step.envelopes)))
         result = SuperstepResult()
@@ -332,11 +344,9 @@ class CeleryDispatcher(Dispatcher):
             died,
             [step.sends[t] for t in died],
         )
-        copies = []
         for task in died:  # the copy's number travels in its envelope (picked up vs queued)
             step.envelopes[task].send = step.sends[task]
-            copies.append(encode_task(step.envelopes[task]))
-        await self._send(copies)
+        await self._send(step, died)
 
     async def _warn_queued(self, step: _Sent, queued: list[int], now: float) -> None:
         """Tell the caller that tasks wait in the queue, after 1, 2, 4... check intervals (never re-sent), and
@@ -435,13 +445,20 @@ class CeleryDispatcher(Dispatcher):
             envelopes.append(envelope)
         return envelopes
 
-    async def _send(self, payloads: list[bytes]) -> None:
-        await asyncio.to_thread(self._publish, payloads)
+    async def _send(self, step: _Sent, tasks: Iterable[int]) -> None:
+        """Publish ``tasks`` of ``step``: each with a readable summary for Flower and ``celery events``
+        (``argsrepr``: the payload itself is opaque bytes), and the superstep span's ``traceparent`` header
+        when tracing is on (the worker's ``barrierflow.deliver`` spans are its children)."""
+        trace = step.work.trace
+        header = trace.traceparent() if trace is not None else None
+        headers = {TRACEPARENT: header} if header else None
+        messages = [(encode_task(step.envelopes[t]), step.summaries[t]) for t in tasks]
+        await asyncio.to_thread(self._publish, messages, headers)
 
-    def _publish(self, payloads: list[bytes]) -> None:
+    def _publish(self, messages: list[tuple[bytes, str]], headers: dict[str, str] | None) -> None:
         app = self.app
         with app.producer_or_acquire() as producer:
-            for payload in payloads:
+            for payload, summary in messages:
                 app.send_task(
                     TASK_NAME,
                     args=(payload,),
@@ -449,6 +466,9 @@ class CeleryDispatcher(Dispatcher):
                     serializer="msgpack",
                     ignore_result=True,
                     producer=producer,
+                    argsrepr=summary,
+                    kwargsrepr="{}",
+                    headers=headers,
                 )
 
     async def _check_lease_visible(self, reader: ResultReader, keys: ResultKeys, work: SuperstepWork) -> None:
@@ -490,6 +510,7 @@ class _Sent:
     keys: ResultKeys
     envelopes: list[TaskEnvelope]
     emit: EventSink
+    summaries: list[str]  # each task's argsrepr
     sends: list[int] = field(default_factory=list)
     check_at: list[float] = field(default_factory=list)
     sent_at: float = 0.0

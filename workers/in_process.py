@@ -43,11 +43,11 @@ class InProcessCeleryDispatcher(CeleryDispatcher):
         self.worker = WorkerProcess(worker_client if worker_client is not None else _fake_twin(store))
         self._one_at_a_time = threading.Lock()  # one worker loop: tasks of concurrent runs take turns
 
-    def _publish(self, payloads: list[bytes]) -> None:
+    def _publish(self, messages: list[tuple[bytes, str]], headers: dict[str, str] | None) -> None:
         """Instead of sending the payloads to a queue (called in a thread by ``CeleryDispatcher._send``)."""
         with self._one_at_a_time:
-            for payload in payloads:
-                self.worker.handle(payload)
+            for payload, _ in messages:
+                self.worker.handle(payload, headers)
 
     def close(self) -> None:
         """Close the worker side's event loop and client (``aclose`` does it too)."""

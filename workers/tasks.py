@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -34,10 +35,12 @@ from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
 from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
 from barrierflow.engine.graph import Graph
 from barrierflow.engine.outcome import unencodable_effect
+from barrierflow.engine.log_context import set_log_context
 from barrierflow.engine.registry import workflow_factory
+from barrierflow.engine.tracing import Tracing, tracer
 
 from .app import app
-from .config import TASK_NAME
+from .config import TASK_NAME, TRACEPARENT
 from .wire import (
     LAYOUT,
     TaskEnvelope,
@@ -75,9 +78,15 @@ class WorkerProcess:
             graph = self.graphs[name] = workflow_factory(name)().build_graph()
         return graph
 
-    def handle(self, payload: bytes) -> str:
-        """Run one copy of a task; what became of it."""
+    def handle(self, payload: bytes, headers: Mapping[str, Any] | None = None) -> str:
+        """Run one copy of a task; what became of it. ``headers``: the task's (its trace context)."""
         envelope = decode_envelope(payload)
+        header = (headers or {}).get(TRACEPARENT)
+        set_log_context(
+            run_id=envelope.run_id,
+            instance_id=envelope.instance_id,
+            trace_id=header.split("-")[1] if header and header.count("-") == 3 else None,
+        )
         keys = ResultKeys(
             envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
         )
@@ -94,7 +103,7 @@ class WorkerProcess:
         if isinstance(claim, ClaimStatus):  # the lease ended, done, collected, or running elsewhere
             return f"skipped: {claim.name.lower()}"
         try:
-            result = self.run(envelope)
+            result = self.run(envelope, headers)
             try:
                 data = encode_result(result)
             except SerializationError as exc:  # e.g. a handler sent a message of an unregistered type
@@ -115,7 +124,7 @@ class WorkerProcess:
             )
         return status.name.lower()
 
-    def run(self, envelope: TaskEnvelope) -> TaskResult:
+    def run(self, envelope: TaskEnvelope, headers: Mapping[str, Any] | None = None) -> TaskResult:
         task = envelope.task
         try:
             if envelope.layout != LAYOUT:
@@ -144,6 +153,9 @@ class WorkerProcess:
             epoch=envelope.epoch,
             policies=graph.policies,  # retries and timeouts run here, inside the task
         )
+        found = tracer()
+        if found is not None:  # the coordinator's superstep span is the parent of this task's deliver spans
+            work.trace = Tracing.from_traceparent(found, (headers or {}).get(TRACEPARENT))
         events: list[Any] = []
         try:
             ran = self.loop.run_until_complete(
@@ -171,7 +183,8 @@ def worker_process() -> WorkerProcess:
     return _process
 
 
-@app.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-def run_batches(payload: bytes) -> str:
+@app.task(name=TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True, bind=True)
+def run_batches(self: Any, payload: bytes) -> str:
     """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result."""
-    return worker_process().handle(payload)
+    header = self.request.get(TRACEPARENT)
+    return worker_process().handle(payload, {TRACEPARENT: header} if header else None)
