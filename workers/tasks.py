@@ -34,8 +34,8 @@ from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, Resul
 from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
 from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
 from barrierflow.engine.graph import Graph
-from barrierflow.engine.outcome import unencodable_effect
 from barrierflow.engine.log_context import set_log_context
+from barrierflow.engine.outcome import unencodable_effect
 from barrierflow.engine.registry import workflow_factory
 from barrierflow.engine.tracing import Tracing, tracer
 
