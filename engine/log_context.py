@@ -9,7 +9,10 @@ the run's span exists), and every task that copied the context sees the addition
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -36,3 +39,52 @@ class LogContextFilter(logging.Filter):
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``, the log context's ids
+    (``run_id``, ``instance_id``, ``trace_id``, ...) at the top level, ``exception`` when there is one.
+
+    ``trace_id`` comes from the log context, else from the current OpenTelemetry span if the application made
+    one current (never importing opentelemetry: ``engine/tracing.py``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(log_context())
+        if "trace_id" not in entry:
+            current = _current_trace_id()
+            if current is not None:
+                entry["trace_id"] = current
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+
+
+def _current_trace_id() -> str | None:
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_handler(log_format: str, stream: Any = None) -> logging.Handler:
+    """A stream handler (stderr by default) writing ``text`` or ``json`` lines."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler

@@ -30,10 +30,13 @@ What every configuration keeps:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import pools
+
+from barrierflow.engine.log_context import JsonFormatter
 
 from .config import DEFAULT_HEARTBEAT, Settings
 from .presence import WorkerPresence
@@ -123,3 +126,14 @@ def _drop_connections(app: Celery) -> None:
 app = Celery("barrierflow", include=["barrierflow.workers.tasks"])
 app.steps["consumer"].add(WorkerPresence)  # the worker registry (workers/presence.py)
 configure(app, Settings.from_env())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger: Any = None, **_: Any) -> None:
+    """``BARRIERFLOW_LOG_FORMAT=json`` (``barrierflow worker --log-format json``): the worker's log lines as
+    JSON objects, with the task's ``run_id``, ``instance_id`` and ``trace_id`` (``engine/log_context.py``)."""
+    if os.environ.get("BARRIERFLOW_LOG_FORMAT", "text") != "json" or logger is None:
+        return
+    for handler in logger.handlers:
+        handler.setFormatter(JsonFormatter())

@@ -19,6 +19,8 @@ variable                            default                          meaning
 ``BARRIERFLOW_WORKER_SLOTS``        unset (from the worker registry) task slots the dispatcher plans for
 ``BARRIERFLOW_WORKER_HEARTBEAT``    ``5``                            seconds between a worker's registry beats;
                                                                      its entry lapses after three missed ones
+``BARRIERFLOW_LOG_FORMAT``          ``text``                         ``json``: one JSON object per log line, with
+                                                                     the task's run, instance and trace ids
 ==================================  ===============================  ============================================
 
 The visibility timeout is how long the Redis transport waits for an un-acknowledged message before giving it

@@ -11,6 +11,7 @@ displaying a run is ``render``.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import sys
 import uuid
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from barrierflow.engine import RunState, Store, Workflow, WorkflowBuilder
+from barrierflow.engine.log_context import LOG_FORMATS
 
 from . import backends, queue_commands
 from .backends import RedisTarget
@@ -49,6 +51,7 @@ from .options import (
     Debug,
     Imports,
     Json,
+    LogFormat,
     Prefix,
     RedisUrl,
     exit_with,
@@ -794,6 +797,7 @@ def worker(
         str | None, typer.Option("--prefix", help="Key prefix (default: BARRIERFLOW_PREFIX or barrierflow).")
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")] = "INFO",
+    log_format: LogFormat = "text",
     pool: Annotated[
         str | None, typer.Option("--pool", "-P", help="Celery pool (prefork, threads, solo).")
     ] = None,
@@ -816,6 +820,9 @@ def worker(
     control`), and so do events for Flower when asked for (-E).
     """
     start(debug)
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_FORMATS)}", param_hint="--log-format")
+    os.environ["BARRIERFLOW_LOG_FORMAT"] = log_format  # the worker's logging set-up reads it (workers/app.py)
     with reported():
         modules = import_modules([*env_imports(), *(imports or [])])
         if not modules:

@@ -45,6 +45,15 @@ Imports = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="JSON output, one object per line.")]
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        envvar="BARRIERFLOW_LOG_FORMAT",
+        metavar="text|json",
+        help="Log lines as text, or as JSON objects with run_id, instance_id and trace_id.",
+    ),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
 
 
@@ -52,6 +61,18 @@ def start(debug: bool, json_output: bool = False) -> None:
     """What a command does first: the switches its error report needs."""
     Session.debug = Session.debug or debug
     Session.json = json_output
+
+
+def start_logging(level: str, log_format: str) -> None:
+    """A service command's logs on stderr, as ``--log-level`` and ``--log-format`` say (bad values: exit 2)."""
+    from barrierflow.observability import LOG_FORMATS, log_to_stderr
+
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(LOG_FORMATS)}", param_hint="--log-format")
+    try:
+        log_to_stderr(level, log_format)
+    except ValueError as exc:  # an unknown level name
+        raise typer.BadParameter(str(exc), param_hint="--log-level") from None
 
 
 def new_console(stderr: bool = False) -> Any:

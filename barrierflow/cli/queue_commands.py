@@ -31,11 +31,13 @@ from .options import (
     Debug,
     Imports,
     Json,
+    LogFormat,
     Prefix,
     RedisUrl,
     exit_with,
     new_console,
     start,
+    start_logging,
     with_imports,
 )
 from .render import JsonRenderer, LiveRenderer, dumps, jsonable
@@ -111,6 +113,20 @@ def coordinator(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING...")] = "INFO",
+    log_format: LogFormat = "text",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="N",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:N/metrics (the queue's figures included).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", metavar="HOST", help="Address the metrics server binds.")
+    ] = "127.0.0.1",
     redis: RedisUrl = None,
     broker: Broker = None,
     prefix: Prefix = backends.DEFAULT_PREFIX,
@@ -122,9 +138,7 @@ def coordinator(
     SIGTERM the runs in flight stop at their next barrier and go back to the queue for another coordinator.
     """
     start(debug)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    start_logging(log_level, log_format)
     with reported():
         modules = with_imports(imports)
         if not modules:
@@ -144,6 +158,7 @@ def coordinator(
                 max_attempts,
                 shutdown_grace,
                 health_file,
+                (metrics_host, metrics_port) if metrics_port is not None else None,
             )
         )
 
@@ -158,11 +173,13 @@ async def _coordinate(
     max_attempts: int,
     shutdown_grace: float,
     health_file: Path | None,
+    metrics: tuple[str, int] | None = None,
 ) -> None:
     from barrierflow.workers.coordinator import Coordinator
 
     store = await backends.redis_store(redis, prefix, lock_ttl=lock_ttl)
     dispatcher = None
+    server = _serve_metrics(redis.url, prefix, *metrics) if metrics is not None else None
     try:
         if celery:
             celery_app = backends.celery_app(redis_url=redis.url, prefix=prefix, broker_url=broker)
@@ -182,9 +199,25 @@ async def _coordinate(
                 if health is not None:
                     health.cancel()
     finally:
+        if server is not None:
+            server.shutdown()
         if dispatcher is not None:
             await dispatcher.aclose()
         await backends.close_store(store)
+
+
+def _serve_metrics(redis_url: str, prefix: str, host: str, port: int) -> Any:
+    from barrierflow.observability import serve_metrics, watch_queue
+
+    watch_queue(redis_url, prefix)
+    try:
+        server = serve_metrics(port, host)
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    logging.getLogger("barrierflow.coordinator").info(
+        "metrics at http://%s:%d/metrics", host, server.server_port
+    )
+    return server
 
 
 async def _touch(path: Path, service: Any, every: float = 5.0) -> None:
