@@ -222,11 +222,20 @@ async def test_metrics_move_as_runs_complete_fail_and_retry(service: Service, ru
     bad = await runs.submit("obs_flaky", job(f"{service.prefix}-bad", fail=5))
     with pytest.raises(ExecutorFailedError):
         await runs.wait(bad.run_id, timeout=60)
-    after = service.scrape()
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
+
+    deadline = time.monotonic() + 10
+    while True:  # the coordinator counts a run's end once it recorded it: just after the waiter hears of it
+        after = service.scrape()
+        if (
+            moved("barrierflow_runs_total", workflow="obs_flaky", state="failed")
+            or time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.05)
 
     assert moved("barrierflow_runs_total", workflow="obs_flaky", state="started") == 2
     assert moved("barrierflow_runs_total", workflow="obs_flaky", state="completed") == 1
