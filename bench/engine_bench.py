@@ -8,6 +8,10 @@ Prints one JSON object per line. The engine always encodes a checkpoint per supe
 
 ``policies_never_triggered`` is the throughput with a ``RetryPolicy`` and a timeout on every executor relative to
 none (1.0 = free), measured interleaved in one process. ``--policies`` puts them into the other figures too.
+
+``--tracing`` (needs ``barrierflow[otel]``) adds ``tracing_on``: throughput with an OpenTelemetry SDK tracer
+provider and a ``BatchSpanProcessor`` (its exporter discards the batches) relative to tracing off, runs
+interleaved in one process; and ``spans_per_run`` of each workload.
 """
 
 from __future__ import annotations
@@ -147,7 +151,77 @@ async def policies_cost(repeats: int) -> dict[str, float]:
     return {name: round(best[(name, False)] / best[(name, True)], 3) for name in makers}
 
 
-async def main(quick: bool) -> None:
+def tracing_switch() -> tuple[Any, Any]:
+    """``(turn_on, turn_off)``: install or remove an SDK provider with a ``BatchSpanProcessor`` whose exporter
+    discards what it gets (the cost measured is barrierflow's and the SDK's, not an exporter's)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        exported = 0
+
+        def export(self, spans: Any) -> SpanExportResult:
+            Discard.exported += len(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=65536))
+
+    def turn_on() -> None:
+        trace._TRACER_PROVIDER = provider  # the API's global, set directly: it may be set only once otherwise
+
+    def turn_off() -> None:
+        trace._TRACER_PROVIDER = None  # back to the API's proxy provider: tracing off
+
+    turn_on.provider = provider  # type: ignore[attr-defined]
+    return turn_on, turn_off
+
+
+async def tracing_cost(repeats: int) -> dict[str, Any]:
+    """Throughput with tracing on (BatchSpanProcessor) relative to off, interleaved in this process (best of)."""
+    turn_on, turn_off = tracing_switch()
+    best: dict[tuple[str, bool], float] = {}
+    makers = {
+        "chain": lambda: chain(200, DiscardStore(), {}),
+        "fan_out_fan_in": lambda: fan(100, 20, DiscardStore(), {}),
+    }
+    spans: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, make in makers.items():
+            for on in (False, True):
+                (turn_on if on else turn_off)()
+                wf = make()
+                t0 = time.perf_counter()
+                await wf.run(0)
+                key = (name, on)
+                best[key] = min(best.get(key, float("inf")), time.perf_counter() - t0)
+    turn_off()
+    turn_on.provider.force_flush()  # type: ignore[attr-defined]
+    for name, make in makers.items():  # spans of one run of each
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        memory = InMemorySpanExporter()
+        counting = TracerProvider()
+        counting.add_span_processor(SimpleSpanProcessor(memory))
+        trace._TRACER_PROVIDER = counting
+        await make().run(0)
+        trace._TRACER_PROVIDER = None
+        spans[name] = len(memory.get_finished_spans())
+    return {
+        **{f"{name}_ratio": round(best[(name, False)] / best[(name, True)], 3) for name in makers},
+        **{
+            f"{name}_us_per_span": round((best[(name, True)] - best[(name, False)]) / spans[name] * 1e6, 2)
+            for name in makers
+        },
+        "spans_per_run": spans,
+    }
+
+
+async def main(quick: bool, tracing: bool = False) -> None:
     repeats = 3 if quick else 30
     length, width, rounds = 200, 100, 20
     for _ in range(3):  # warm the process up (allocator, caches) before anything is measured
@@ -184,6 +258,8 @@ async def main(quick: bool) -> None:
             )
         )
     print(json.dumps({"bench": "policies_never_triggered", **await policies_cost(10 if quick else 100)}))
+    if tracing:
+        print(json.dumps({"bench": "tracing_on", **await tracing_cost(10 if quick else 60)}))
     for rotate in (False, True):
         costs = {}
         for n in (10, 1000):
@@ -211,7 +287,12 @@ if __name__ == "__main__":
         action="store_true",
         help="give every executor a RetryPolicy and a timeout that never trigger (what they cost)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also measure tracing on (OpenTelemetry SDK, BatchSpanProcessor) against off",
+    )
     args = parser.parse_args()
     if args.policies:
         POLICIES.update(NEVER_TRIGGERED)
-    asyncio.run(main(args.quick))
+    asyncio.run(main(args.quick, args.tracing))

@@ -128,14 +128,8 @@ async def deliver_with_policy(
 def _handler_span(trace: Tracing, work: SuperstepWork, executor_id: str, attempt: int) -> Any:
     return trace.start(
         HANDLER,
-        attributes(
-            instance_id=work.instance_id,
-            run_id=work.run_id,
-            workflow=work.workflow_name,
-            superstep=work.superstep,
-            executor_id=executor_id,
-            attempt=attempt,
-        ),
+        # the run's other ids are on its run, superstep and deliver spans: a handler span is the most frequent
+        attributes(run_id=work.run_id, superstep=work.superstep, executor_id=executor_id, attempt=attempt),
     )
 
 

@@ -185,7 +185,6 @@ def _traced_batch(
         attributes(
             instance_id=work.instance_id,
             run_id=work.run_id,
-            workflow=work.workflow_name,
             superstep=work.superstep,
             executor_id=batch.executor_id,
             deliveries=len(batch.deliveries),

@@ -212,7 +212,8 @@ async def test_a_distributed_run_is_one_trace_across_processes(
         (1, "ERROR"),
         (2, "UNSET"),
     ]
-    assert {a["attributes"]["barrierflow.instance_id"] for a in attempts} == {ticket.instance_id}
+    assert {a["attributes"]["barrierflow.run_id"] for a in attempts} == {ticket.run_id}
+    assert fetch["attributes"]["barrierflow.instance_id"] == ticket.instance_id
 
 
 async def test_metrics_move_as_runs_complete_fail_and_retry(service: Service, runs: RunQueue) -> None:
