@@ -12,7 +12,10 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python - <<'PY' > /tmp/requirements.txt && pip install -r /tmp/requirements.txt
 import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+# the otel extra and an OTLP exporter: traces go to a collector when OTEL_EXPORTER_OTLP_ENDPOINT is set
+print("\n".join([*project["dependencies"], *project["optional-dependencies"]["otel"],
+                 "opentelemetry-exporter-otlp-proto-http>=1.20"]))
 PY
 
 # The package itself (no dependencies left to fetch), then the examples, which run from /app, not installed.

@@ -94,12 +94,13 @@ class SuperstepRunner:
         self._step: Tracing | None = None  # the superstep span's children, while it is open
         self._step_span: Any = None
 
-    async def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
+    def run(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
         """Deliver, route, commit, emit — until nothing is queued or ``max_supersteps`` were run."""
-        if self.tracing is None:
-            async for event in self._run(max_supersteps):
-                yield event
-            return
+        # untraced, the loop's own generator: no extra hop per event
+        return self._run(max_supersteps) if self.tracing is None else self._traced(max_supersteps)
+
+    async def _traced(self, max_supersteps: int) -> AsyncIterator[WorkflowEvent]:
+        """``_run``, ending the open superstep span with the error (or the close) that stops it."""
         try:
             async for event in self._run(max_supersteps):
                 yield event

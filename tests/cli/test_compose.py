@@ -47,7 +47,7 @@ def is_usage_error(exc: BaseException) -> bool:
 
 def test_services_and_the_shared_image(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "coordinator", "demo", "cli"}
+    assert set(services) == {"redis", "worker", "coordinator", "demo", "cli", "prometheus", "jaeger"}
     ours = [services[name] for name in ("worker", "coordinator", "demo", "cli")]
     assert {s["build"] for s in ours} == {"."} and len({s["image"] for s in ours}) == 1
     for scalable in (services["worker"], services["coordinator"]):  # or --scale ...=N would clash
@@ -184,3 +184,26 @@ def test_docker_compose_config_when_available() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_observability_profile(compose: dict) -> None:
+    """Prometheus scrapes the port the coordinators serve metrics on, with the rules in deploy/; Jaeger takes
+    OTLP; both only with ``--profile observability``; coordinators and workers can export traces."""
+    services = compose["services"]
+    for name in ("prometheus", "jaeger"):
+        assert services[name]["profiles"] == ["observability"]
+        assert all(port.startswith("127.0.0.1:") for port in services[name]["ports"])
+    coordinator_argv = argv_of(services["coordinator"]["command"])
+    port = int(coordinator_argv[coordinator_argv.index("--metrics-port") + 1])
+    assert (
+        coordinator_argv[coordinator_argv.index("--metrics-host") + 1] == "0.0.0.0"
+    )  # reachable by prometheus
+    mounts = {v.split(":")[1]: ROOT / v.split(":")[0] for v in services["prometheus"]["volumes"]}
+    config = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "barrierflow-coordinator"]
+    assert job["dns_sd_configs"] == [{"names": ["coordinator"], "type": "A", "port": port}]
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert yaml.safe_load(mounts["/etc/prometheus/alerts.yml"].read_text())["groups"]
+    for name in ("worker", "coordinator"):
+        assert "examples.otlp_tracing" in argv_of(services[name]["command"])
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in services[name]["environment"]
