@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from barrierflow.broker import RunQueue
+from barrierflow.broker import RedisStore, RunQueue
 from barrierflow.engine import EventType, MemoryStore, RunState
 from barrierflow.engine.errors import (
     ExecutorFailedError,
@@ -442,7 +442,6 @@ async def test_a_run_longer_than_the_lease_ttl_is_never_taken_over_while_its_coo
     redis_url, real_redis_prefix
 ) -> None:
     """Heartbeats keep the entry claimed and the lease renewed: another coordinator's sweep leaves it alone."""
-    from barrierflow.broker import RedisStore
     from barrierflow.workers import Coordinator
 
     store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=1.0)
@@ -470,3 +469,33 @@ async def test_a_run_longer_than_the_lease_ttl_is_never_taken_over_while_its_coo
         assert owners == {first.name} and deliveries == {1}  # never swept, by the other or by itself
     await asyncio.gather(*serving)
     await store.aclose()
+
+
+async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the_leaving_coordinator(
+    redis_url, real_redis_prefix, coordinators
+) -> None:
+    """The leaving coordinator's read of the queue is blocked in Redis when it hands its runs back under fresh
+    entries: that read must give them back, not leave them pending on the leaving consumer, where only a
+    sweep would find them a lease TTL (a minute here) later."""
+    store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=60.0)
+    try:
+        async with RunQueue(store) as queue:
+            job = {"step": 1, "steps": 8, "delay": 0.1}
+            tickets = [
+                await queue.submit("q_steps", job, instance_id=f"{real_redis_prefix}-stranded{i}")
+                for i in range(6)
+            ]
+            first = await coordinators(store, queue=queue, read_block=5.0, shutdown_grace=10.0)
+            await eventually(lambda: _all_running(queue, tickets), 20, "the runs to start")
+            await first.stop()
+            assert [(await queue.get(t.run_id)).state for t in tickets] == ["queued"] * 6
+            second = await coordinators(store, queue=queue, read_block=0.2)
+            results = await asyncio.gather(*(queue.wait(t.run_id, timeout=15) for t in tickets))
+            await second.stop()
+            assert results[0].outputs and all(r.outputs == results[0].outputs for r in results)
+    finally:
+        await store.aclose()
+
+
+async def _all_running(queue: RunQueue, tickets: list) -> bool:
+    return [(await queue.get(t.run_id)).state for t in tickets] == ["running"] * len(tickets)
