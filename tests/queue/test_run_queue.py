@@ -486,6 +486,13 @@ async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the
                 for i in range(6)
             ]
             first = await coordinators(store, queue=queue, read_block=5.0, shutdown_grace=10.0)
+            give_back = first._side.requeue
+
+            async def slow_give_back(entry_id: str, instance_id: str) -> None:
+                await asyncio.sleep(1.0)  # a loaded machine: the read's entries are given back late
+                await give_back(entry_id, instance_id)
+
+            first._side.requeue = slow_give_back  # type: ignore[method-assign]
             await eventually(lambda: _all_running(queue, tickets), 20, "the runs to start")
             await first.stop()
             assert [(await queue.get(t.run_id)).state for t in tickets] == ["queued"] * 6
