@@ -54,7 +54,9 @@ class Intake(Executor):
     @handler
     async def on_order(self, order: Order, ctx: WorkflowContext) -> None:
         units = sum(item.quantity for item in order.items)
-        await ctx.yield_output({"kind": "order", "customer": order.customer, "units": units, "rush": order.rush})
+        await ctx.yield_output(
+            {"kind": "order", "customer": order.customer, "units": units, "rush": order.rush}
+        )
 
     @handler
     async def on_refund(self, refund: Refund, ctx: WorkflowContext) -> None:
@@ -91,7 +93,7 @@ class Ticker(Executor):
     @handler
     async def on_tick(self, tick: dict, ctx: WorkflowContext) -> None:
         await asyncio.sleep(tick.get("delay", 0))
-        await ctx.yield_output(tick["i"] if "i" in tick else 0)
+        await ctx.yield_output(tick.get("i", 0))
         i = tick.get("i", 0) + 1
         if i < tick["n"]:
             await ctx.send_message({**tick, "i": i})
