@@ -27,7 +27,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES = 25
 
 
-def test_no_input_gives_a_500_and_every_answer_matches_the_schema(redis_url: str, real_redis_prefix: str) -> None:
+def test_no_input_gives_a_500_and_every_answer_matches_the_schema(
+    redis_url: str, real_redis_prefix: str
+) -> None:
     store = RedisStore.from_url(redis_url, prefix=real_redis_prefix)
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(store))
     operations = [result.ok() for result in schema.get_all_operations()]
