@@ -64,6 +64,9 @@ async def test_serve_and_a_coordinator_process_run_the_approval_example_over_htt
     served: Any, coordinator_procs: Any
 ) -> None:
     url, proc, log = served
+    assert (
+        f"Uvicorn running on http://127.0.0.1:{url.rsplit(':', 1)[1]}" in log.read_text()
+    )  # no --host given
     coordinator_procs.start("c1", "--import", "examples.approval_flow")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as c:
