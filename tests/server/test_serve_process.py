@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.queue.conftest import ROOT
 from tests.server.conftest import free_port
@@ -104,6 +105,13 @@ async def test_serve_and_a_coordinator_process_run_the_approval_example_over_htt
     assert outputs == [decision]  # the stream saw the answer's run produce the decision
     ids = [m.id for m in seen]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    # the compose api service's healthcheck, run against this server: healthy with the token, not without it
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    check = compose["services"]["api"]["healthcheck"]["test"][3].replace("http://127.0.0.1:8000", url)
+    for token, healthy in ((TOKEN, True), ("", False)):
+        env = {**os.environ, "BARRIERFLOW_API_TOKEN": token}
+        ran = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, timeout=30)
+        assert (ran.returncode == 0) is healthy, ran.stderr
     proc.send_signal(signal.SIGTERM)
     # a graceful stop: uvicorn finishes the shutdown, then re-raises the signal it caught (exit by SIGTERM)
     assert proc.wait(15) in (0, -signal.SIGTERM), log.read_text()
