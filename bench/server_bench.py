@@ -8,8 +8,8 @@ uvloop and httptools when installed), both importing ``service_bench`` (its ``sv
 fan-out to 4 -> fan-in, three supersteps) and this file's ``srv_ticks``.
 
 (i) ``submit_wait``: one job at a time, submit -> result, through HTTP (``POST /api/workflows/svc_fan/runs``
-    with ``"wait"``, one keep-alive connection) against ``RunQueue`` directly (``submit`` then ``wait_ended``,
-    the same calls the server makes), samples interleaved so both see the same machine. Target: HTTP p50 <=
+    with ``"wait"``, one keep-alive connection) against ``RunQueue`` directly (``submit_and_wait``, the call
+    the server makes), samples interleaved so both see the same machine. Target: HTTP p50 <=
     1.3x direct. The HTTP client is a minimal HTTP/1.1 one (what a lean client costs); httpx's figure, a
     heavier Python client, is reported beside it.
 (ii) ``sse_fanout``: ``--clients`` SSE clients follow one instance (``GET /api/instances/{id}/events``) while a
@@ -138,9 +138,13 @@ class Bench:
         path = "/api/workflows/svc_fan/runs"
 
         async def direct(n: int) -> None:
+            _, info = await self.runs.submit_and_wait("svc_fan", n, timeout=30)
+            assert info is not None and info.state == "completed" and info.outputs == [2 * n * 4], info
+
+        async def two_calls(n: int) -> None:  # what submit_and_wait saves: a read before the end's notice
             ticket = await self.runs.submit("svc_fan", n)
             info = await self.runs.wait_ended(ticket.run_id, timeout=30)
-            assert info.state == "completed" and info.outputs == [2 * n * 4], info
+            assert info.outputs == [2 * n * 4], info
 
         async def http(n: int) -> None:
             status, record = await conn.request("POST", path, {"input": n, "wait": 30})
@@ -152,7 +156,7 @@ class Bench:
                 response = await client.post(path, json={"input": n, "wait": 30})
                 assert response.status_code == 200 and response.json()["outputs"] == [2 * n * 4]
 
-            ways = {"direct": direct, "http": http, "httpx": via_httpx}
+            ways = {"direct": direct, "direct_two_calls": two_calls, "http": http, "httpx": via_httpx}
             times: dict[str, list[float]] = {name: [] for name in ways}
             for n in range(30):  # warm: connections, subscriptions, code paths
                 for way in ways.values():
@@ -172,6 +176,7 @@ class Bench:
             "direct_p50_ms": ms(p50["direct"]),
             "http_p50_ms": ms(p50["http"]),
             "httpx_p50_ms": ms(p50["httpx"]),
+            "direct_submit_then_wait_p50_ms": ms(p50["direct_two_calls"]),
             "direct_p99_ms": ms(percentile(times["direct"], 0.99)),
             "http_p99_ms": ms(percentile(times["http"], 0.99)),
             "http_over_direct_p50": round(p50["http"] / p50["direct"], 3),
@@ -220,13 +225,14 @@ class Bench:
             followers = [asyncio.ensure_future(follow(k, run_id)) for k in range(clients)]
             await asyncio.wait_for(ready.wait(), 60)
             await asyncio.sleep(0.2)  # every follower past its catch-up, following live
-            start = time.perf_counter()
+            start, server_cpu = time.perf_counter(), self.cpu_seconds("serve")
             status, ticket = await conn.request(
                 "POST", "/api/workflows/srv_ticks/runs", {"input": [0, ticks], "instance_id": instance}
             )
             assert status == 202, ticket
             run_id.set_result(ticket["run_id"])
             await asyncio.wait_for(asyncio.gather(*followers), 120)
+            server_cpu = self.cpu_seconds("serve") - server_cpu
         await conn.aclose()
         expected = [e.event_id async for e in self.runs.events(instance, follow=False)]
         finished = await self.runs.get(ticket["run_id"])
@@ -238,7 +244,14 @@ class Bench:
             "seconds_submit_to_last_client_done": round(max(ended_at) - start, 3),
             "last_event_spread_ms": ms(max(ended_at) - min(ended_at)),
             "run_seconds": round((finished.finished_at - finished.started_at).total_seconds(), 3),
+            "server_cpu_seconds": round(server_cpu, 3),
+            "server_cpu_us_per_message": round(server_cpu * 1e6 / (clients * len(expected)), 1),
         }
+
+    def cpu_seconds(self, name: str) -> float:
+        """User + system CPU time of one of the processes started (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self.procs.procs[name].pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     async def cleanup(self) -> None:
         client = self.store.client

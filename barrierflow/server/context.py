@@ -12,6 +12,7 @@ from barrierflow.engine.registry import registered_workflows, workflow_factory, 
 from barrierflow.json_io import from_json
 
 from .errors import ApiError
+from .sse import EncodedEvents
 
 
 class Api:
@@ -20,6 +21,7 @@ class Api:
         self.store = runs.store
         self.keys = runs.store.keys
         self.keepalive = keepalive
+        self.encoded = EncodedEvents()
 
     def graph(self, name: str) -> Graph:
         """The graph of an imported workflow; 404 for one this server does not know."""

@@ -14,7 +14,7 @@ from barrierflow.records import instance_record, iso
 from .context import Api, ApiDep
 from .errors import ApiError
 from .responses import errors
-from .routes_workflows import answer_ticket
+from .routes_workflows import submit_run
 from .schemas import (
     MAX_WAIT,
     CheckpointRecord,
@@ -75,7 +75,7 @@ async def instance_events(
     """Every event of the instance (all its runs), from the oldest kept one or after the cursor, then live."""
     resume = cursor(last_event_id, after)
     await _known(api, instance_id)
-    return event_stream(api.runs.events(instance_id, after=resume), api.keepalive)
+    return event_stream(api.runs.events(instance_id, after=resume), instance_id, api.encoded, api.keepalive)
 
 
 @router.get("/{instance_id}/checkpoints", response_model=list[CheckpointRecord], responses=errors(404))
@@ -129,8 +129,7 @@ async def answer(
     name = await api.workflow_of(instance_id)
     api.graph(name)
     responses = await api.fit_responses(instance_id, answers, field="")
-    ticket = await api.runs.submit(name, instance_id=instance_id, responses=responses)
-    return await answer_ticket(api, ticket, wait)
+    return await submit_run(api, name, None, wait, instance_id=instance_id, responses=responses)
 
 
 async def _idle_handle(api: Api, instance_id: str) -> Any:

@@ -57,4 +57,4 @@ async def run_events(
         raise _not_found(exc) from None
     if not await api.store.client.exists(api.keys.run_record(instance_id, run_hex)):
         raise ApiError(404, f"no run {run_id!r} (never submitted here, or its record expired)", "UnknownRun")
-    return event_stream(api.runs.stream(run_id), api.keepalive, resume)
+    return event_stream(api.runs.stream(run_id), instance_id, api.encoded, api.keepalive, resume)

@@ -10,6 +10,7 @@ dead client is noticed.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -43,29 +44,58 @@ def cursor(last_event_id: str | None, after: str | None) -> str | None:
     return chosen
 
 
-def message(event: WorkflowEvent) -> ServerSentEvent:
-    return ServerSentEvent(
-        data=json.dumps(event_record(event), ensure_ascii=False, separators=(",", ":")),
-        event=event.type,
-        id=event.event_id,
-    )
+class EncodedEvents:
+    """The SSE bytes of recent events, shared by every stream of the app.
+
+    200 clients following one instance get the same event 200 times: it is turned into JSON and framed once,
+    then each stream sends the same bytes. Keyed by ``(instance, event_id)`` (stream ids are unique within an
+    instance's stream only); the oldest entries go first past ``size``.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def get(self, instance_id: str, event: WorkflowEvent) -> bytes:
+        if event.event_id is None:
+            return encode(event)
+        key = (instance_id, event.event_id)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = encode(event)
+            if len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return found
+
+
+def encode(event: WorkflowEvent) -> bytes:
+    """``id:``, ``event:`` and ``data:`` lines of one message (the event's record, compact JSON)."""
+    data = json.dumps(event_record(event), ensure_ascii=False, separators=(",", ":"))
+    return ServerSentEvent(data=data, event=event.type, id=event.event_id).encode()
 
 
 async def _messages(
-    events: AsyncIterator[WorkflowEvent], after: str | None
-) -> AsyncIterator[ServerSentEvent]:
+    events: AsyncIterator[WorkflowEvent], instance_id: str, encoded: EncodedEvents, after: str | None
+) -> AsyncIterator[bytes]:
     skip = parse_id(after) if after is not None else None
     async with aclosing(events):  # type: ignore[type-var]
         async for event in events:
             if skip is not None and event.event_id is not None and parse_id(event.event_id) <= skip:
                 continue
-            yield message(event)
+            yield encoded.get(instance_id, event)
 
 
-def event_stream(events: AsyncIterator[WorkflowEvent], keepalive: float, after: str | None = None) -> Any:
-    """The response for ``events``; events up to ``after`` (already seen by the client) are left out."""
+def event_stream(
+    events: AsyncIterator[WorkflowEvent],
+    instance_id: str,
+    encoded: EncodedEvents,
+    keepalive: float,
+    after: str | None = None,
+) -> Any:
+    """The response for ``events`` of ``instance_id``; events up to ``after`` (seen by the client) are left
+    out."""
     return EventSourceResponse(
-        _messages(events, after),
+        _messages(events, instance_id, encoded, after),
         ping=keepalive,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         send_timeout=30.0,

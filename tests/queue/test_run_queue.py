@@ -362,6 +362,21 @@ async def test_many_followers_of_one_instance_share_one_reader(runs, coordinator
     assert sum(1 for c in clients if c.get("cmd") == "xread") <= 1
 
 
+async def test_submit_and_wait(runs, coordinators) -> None:
+    instance = f"{runs.keys.prefix}-sw"
+    ticket, info = await runs.submit_and_wait("q_append", {"n": 1}, instance_id=instance, timeout=0.3)
+    assert info is None and (await runs.get(ticket.run_id)).state == "queued"  # no coordinator yet
+    await coordinators()
+    second, info = await runs.submit_and_wait("q_append", {"n": 2}, instance_id=instance, timeout=30)
+    assert info.run_id == second.run_id and info.state == "completed" and info.outputs == [[1, 2]]
+    assert not runs._state().waiters._waiting  # no waiter left behind, ended or timed out
+    slow, _ = await runs.submit_and_wait("q_append", {"n": 3, "delay": 5}, instance_id=instance, timeout=0.1)
+    with pytest.raises(WorkflowRunInProgressError):
+        await runs.submit_and_wait("q_append", {"n": 4}, instance_id=instance, strategy="reject", timeout=5)
+    assert not runs._state().waiters._waiting
+    assert await runs.cancel(slow.run_id)
+
+
 async def test_a_follower_that_leaves_frees_the_shared_reader_at_once(runs, qstore) -> None:
     """Closing an ``events`` iterator (at a yield, as a web client's stream is) detaches its follower right
     away, and the last follower leaving ends the reader's blocked ``XREAD`` instead of waiting out its block
