@@ -161,6 +161,7 @@ class Bench:
             for n in range(30):  # warm: connections, subscriptions, code paths
                 for way in ways.values():
                     await way(n)
+            cpu, coordinator_cpu = self.cpu_seconds("serve"), self.cpu_seconds("coord")
             for n in range(samples):
                 order = list(ways.items())
                 if n % 2:
@@ -169,6 +170,8 @@ class Bench:
                     start = time.perf_counter()
                     await way(n)
                     times[name].append(time.perf_counter() - start)
+            cpu = self.cpu_seconds("serve") - cpu
+            coordinator_cpu = self.cpu_seconds("coord") - coordinator_cpu
         await conn.aclose()
         p50 = {name: statistics.median(values) for name, values in times.items()}
         return {
@@ -179,6 +182,8 @@ class Bench:
             "direct_submit_then_wait_p50_ms": ms(p50["direct_two_calls"]),
             "direct_p99_ms": ms(percentile(times["direct"], 0.99)),
             "http_p99_ms": ms(percentile(times["http"], 0.99)),
+            "server_cpu_ms_per_http_request": round(cpu * 1e3 / (2 * samples), 3),
+            "coordinator_cpu_ms_per_job": round(coordinator_cpu * 1e3 / (4 * samples), 3),
             "http_over_direct_p50": round(p50["http"] / p50["direct"], 3),
             "httpx_over_direct_p50": round(p50["httpx"] / p50["direct"], 3),
         }

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from barrierflow.engine.errors import (
+    CheckpointDecodeError,
     CheckpointNotFoundError,
     StoreError,
     UnknownRequestError,
@@ -100,6 +101,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CheckpointNotFoundError)
     async def no_checkpoint(_: Request, exc: CheckpointNotFoundError) -> JSONResponse:
         return error_response(404, str(exc.args[0] if exc.args else exc), type(exc).__name__)
+
+    @app.exception_handler(CheckpointDecodeError)
+    async def undecodable(_: Request, exc: CheckpointDecodeError) -> JSONResponse:
+        # stored data of a type this process never imported: the server's configuration, not the request
+        message = f"{exc}; start the server with --import MODULE (the module that registers the type)"
+        return error_response(500, message, type(exc).__name__)
 
     @app.exception_handler(StoreError)
     async def store_down(_: Request, exc: StoreError) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Header, Path, Query
 from sse_starlette import EventSourceResponse
 
 from barrierflow.cli.instances import list_stored
-from barrierflow.engine.errors import GraphSignatureMismatchError
+from barrierflow.engine.errors import CheckpointDecodeError, GraphSignatureMismatchError
 from barrierflow.records import instance_record, iso
 
 from .context import Api, ApiDep
@@ -160,4 +160,8 @@ async def restore(instance_id: InstanceId, body: RestoreBody, api: ApiDep) -> An
         new_id = await wf.restore(body.checkpoint_id)
     except GraphSignatureMismatchError as exc:
         raise ApiError(409, str(exc), type(exc).__name__) from None
+    except CheckpointDecodeError as exc:  # another workflow's checkpoint, of types this server never imported
+        raise ApiError(
+            422, f"checkpoint {body.checkpoint_id!r} cannot be read here: {exc}", type(exc).__name__
+        ) from None
     return {"checkpoint_id": new_id, "restored_from": body.checkpoint_id}
