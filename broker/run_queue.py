@@ -33,6 +33,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -85,6 +86,15 @@ class _LoopState:
     async def aclose(self) -> None:
         await self.waiters.aclose()
         await self.reader.aclose()
+
+
+@dataclass(slots=True)
+class _Submission:
+    """A checked run and the arguments of its ``rq_submit`` call."""
+
+    ticket: RunTicket
+    keys: list[str]
+    args: list[Any]
 
 
 class RunQueue:
@@ -192,6 +202,52 @@ class RunQueue:
         unless given (a ``checkpoint_id`` names its own). ``strategy="reject"``: raise
         ``WorkflowRunInProgressError`` instead of queueing when the instance has a queued or running run.
         """
+        submission = self._submission(
+            workflow, message, instance_id, responses, checkpoint_id, strategy, metadata
+        )
+        await self._enqueue(submission)
+        return submission.ticket
+
+    async def submit_and_wait(
+        self, workflow: Any, message: Any = None, *, timeout: float | None, **options: Any
+    ) -> tuple[RunTicket, RunInfo | None]:
+        """``submit`` (same ``options``), then the run's record once it ended, or ``None`` if it has not ended
+        within ``timeout`` seconds (it goes on).
+
+        One round trip fewer than ``submit`` then ``wait_ended``: the waiter is registered before the run
+        exists, so no end can be missed and nothing needs reading until the end's notice arrives.
+        """
+        submission = self._submission(workflow, message, **options)
+        run_id = submission.ticket.run_id
+        waiters = self._state().waiters
+        start = time.monotonic()
+        future = await waiters.watch(run_id)
+        try:
+            await self._enqueue(submission)
+            try:
+                async with asyncio.timeout(timeout):
+                    await future
+            except TimeoutError:
+                return submission.ticket, None
+        finally:
+            waiters.forget(run_id, future)
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        try:  # the notice said it ended (or the subscription was re-made: then this waits on)
+            return submission.ticket, await self.wait_ended(run_id, timeout=remaining)
+        except TimeoutError:
+            return submission.ticket, None
+
+    def _submission(
+        self,
+        workflow: Any,
+        message: Any = None,
+        instance_id: str | None = None,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+        strategy: str = "enqueue",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> _Submission:
+        """A run, checked and named, ready to be queued (nothing is sent to Redis yet)."""
         if strategy not in ("enqueue", "reject"):
             raise ValueError(f"strategy must be 'enqueue' or 'reject', not {strategy!r}")
         if message is not None and checkpoint_id is not None:
@@ -214,35 +270,38 @@ class RunQueue:
             if not start.can_handle(message):
                 raise TypeError(f"start executor {start.id!r} has no handler for {type(message).__name__}")
         run_id, run_hex = new_run_id(instance_id)
-        data = encode_input(message, dict(responses or {}), checkpoint_id)
-        meta = codec.encode(dict(metadata)) if metadata else b""
-        keys, now = self.keys, _now_ms()
+        keys = self.keys
+        return _Submission(
+            RunTicket(run_id, instance_id),
+            [
+                keys.run_queue(instance_id),
+                keys.run_sched(instance_id),
+                keys.run_record(instance_id, run_hex),
+                keys.events(instance_id),
+                keys.lock(instance_id),
+                self.ready_key,
+                keys.queue_key("instances"),
+            ],
+            [
+                instance_id,
+                run_hex,
+                run_id,
+                1 if strategy == "reject" else 0,
+                name,
+                graph.signature if graph is not None else "",
+                encode_input(message, dict(responses or {}), checkpoint_id),
+                codec.encode(dict(metadata)) if metadata else b"",
+                0,  # the submission time, set when sent
+                self.instances_index_max,
+                keys.base(instance_id),
+            ],
+        )
+
+    async def _enqueue(self, submission: _Submission) -> None:
+        instance_id = submission.ticket.instance_id
+        submission.args[8] = _now_ms()
         with _redis_errors("submit", instance_id):
-            reply = await self.call(
-                "rq_submit",
-                [
-                    keys.run_queue(instance_id),
-                    keys.run_sched(instance_id),
-                    keys.run_record(instance_id, run_hex),
-                    keys.events(instance_id),
-                    keys.lock(instance_id),
-                    self.ready_key,
-                    keys.queue_key("instances"),
-                ],
-                [
-                    instance_id,
-                    run_hex,
-                    run_id,
-                    1 if strategy == "reject" else 0,
-                    name,
-                    graph.signature if graph is not None else "",
-                    data,
-                    meta,
-                    now,
-                    self.instances_index_max,
-                    keys.base(instance_id),
-                ],
-            )
+            reply = await self.call("rq_submit", submission.keys, submission.args)
         if reply[0] == 0:
             busy = reply[1].decode()
             what = (
@@ -252,7 +311,6 @@ class RunQueue:
                 f"instance {instance_id!r} is busy ({what} is queued or running); strategy='reject' refused "
                 "the submission"
             )
-        return RunTicket(run_id, instance_id)
 
     # -- read ------------------------------------------------------------------------------------------------
 
@@ -285,6 +343,12 @@ class RunQueue:
         A failed run raises its typed error (``ExecutorFailedError``, ...), a cancelled one
         ``RunCancelledError``; ``TimeoutError`` when it has not ended within ``timeout`` seconds.
         """
+        async with asyncio.timeout(timeout):
+            return await self._outcome(await self.wait_ended(run_id))
+
+    async def wait_ended(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """The run's record once it ended (whatever the outcome: nothing raised for a failed run), without
+        polling; ``TimeoutError`` when it has not ended within ``timeout`` seconds."""
         waiters = self._state().waiters
         async with asyncio.timeout(timeout):
             while True:
@@ -292,7 +356,7 @@ class RunQueue:
                 try:
                     info = await self.get(run_id)
                     if info.ended:
-                        return await self._outcome(info)
+                        return info
                     await future
                 finally:
                     waiters.forget(run_id, future)
@@ -414,20 +478,22 @@ class RunQueue:
             current = await client.hget(record, "state")
             return current is None or current.decode() in ENDED
 
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             after.decode(),
             live=True,
             at_tail=ended,
-        ):
-            event = decode_event(instance_id, entry_id, entry)
-            if event.run_id != run_id:
-                continue
-            yield event
-            if event.type == EventType.RUN_ENDED:
-                return
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                event = decode_event(instance_id, entry_id, entry)
+                if event.run_id != run_id:
+                    continue
+                yield event
+                if event.type == EventType.RUN_ENDED:
+                    return
 
     async def events(
         self, instance_id: str, after: str | None = None, follow: bool = True
@@ -436,14 +502,16 @@ class RunQueue:
         the following ones, no gap and no duplicate; then, with ``follow``, new ones as they are written."""
         cursor = "0-0" if after is None else after
         parse_id(cursor)
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             self.store.client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             cursor,
             live=follow,
-        ):
-            yield decode_event(instance_id, entry_id, entry)
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                yield decode_event(instance_id, entry_id, entry)
 
     # -- listings --------------------------------------------------------------------------------------------
 
