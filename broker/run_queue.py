@@ -285,6 +285,12 @@ class RunQueue:
         A failed run raises its typed error (``ExecutorFailedError``, ...), a cancelled one
         ``RunCancelledError``; ``TimeoutError`` when it has not ended within ``timeout`` seconds.
         """
+        async with asyncio.timeout(timeout):
+            return await self._outcome(await self.wait_ended(run_id))
+
+    async def wait_ended(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """The run's record once it ended (whatever the outcome: nothing raised for a failed run), without
+        polling; ``TimeoutError`` when it has not ended within ``timeout`` seconds."""
         waiters = self._state().waiters
         async with asyncio.timeout(timeout):
             while True:
@@ -292,7 +298,7 @@ class RunQueue:
                 try:
                     info = await self.get(run_id)
                     if info.ended:
-                        return await self._outcome(info)
+                        return info
                     await future
                 finally:
                     waiters.forget(run_id, future)
