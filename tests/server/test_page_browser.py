@@ -1,0 +1,177 @@
+"""The run inspector page (``GET /``) in a real browser: Debian's chromium, driven by playwright.
+
+A real server (uvicorn on a socket) and a coordinator on the real Redis, under this test's own key prefix. The
+browser opens the page, submits the approval example, sees its pending request appear live, answers it in the
+form and sees the output arrive, without reloading. Screenshots go to ``test-artifacts/`` (the CI artifacts).
+Every request the page makes is recorded: all of them go to the local server, and none carries the API token in
+its URL (the event stream is read with fetch() so the token travels in the Authorization header).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+
+import examples.approval_flow  # noqa: F401 - registers approval_flow: the server lists what this process imported
+from tests.server.live_app import LiveApp
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# A topic that is also markup: the page must show it as text and never run it.
+TOPIC = "release notes <img src=x onerror=window.__xss=1>"
+TIMEOUT_MS = 15_000
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+class Traffic:
+    """Every URL the page requested, and the headers of the API calls."""
+
+    def __init__(self, page: Page) -> None:
+        self.urls: list[str] = []
+        self.authorizations: list[str | None] = []
+        page.on("request", self._record)
+
+    def _record(self, request: Request) -> None:
+        self.urls.append(request.url)
+        if "/api/" in request.url:
+            self.authorizations.append(request.headers.get("authorization"))
+
+    def foreign(self, base: str) -> list[str]:
+        origin = urlsplit(base).netloc
+        return [url for url in self.urls if urlsplit(url).netloc != origin]
+
+
+@contextlib.contextmanager
+def _opened(browser: Browser, live: LiveApp) -> Iterator[tuple[Page, Traffic, list[str]]]:
+    """The page at ``live``'s ``/``; closed before the server stops (its event stream would hold it up)."""
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    traffic = Traffic(page)
+    try:
+        page.goto(live.url + "/")
+        yield page, traffic, errors
+    finally:
+        page.close()
+
+
+def _screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_a_person_submits_the_approval_flow_answers_it_and_sees_the_output_live(
+    browser: Browser, redis_url: str, real_redis_prefix: str
+) -> None:
+    with LiveApp(redis_url, real_redis_prefix) as live, _opened(browser, live) as (page, traffic, errors):
+        # the workflow, its graph drawn by the vendored mermaid from the API's mermaid text
+        card = page.locator('.workflow-card[data-workflow="approval_flow"]')
+        graph = card.locator(".graph svg")
+        expect(graph).to_be_visible()
+        expect(graph.locator("text=writer")).to_have_count(1)
+        expect(graph.locator("text=reviewer")).to_have_count(1)
+        assert graph.locator(".edgePaths path, path.flowchart-link").count() == 2  # writer <-> reviewer
+        _screenshot(page, "page-workflows.png")
+
+        page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
+        card.locator("summary", has_text="Submit a run").click()
+        card.locator("textarea[name=input]").fill(json.dumps(TOPIC))
+        card.get_by_role("button", name="Submit run").click()
+
+        # the instance view: the pending request appears live, with the draft as text
+        expect(page).to_have_url(re.compile(r"#/instances/[0-9a-f]+$"))
+        request = page.locator("#requests .request")
+        expect(request).to_have_count(1)
+        expect(request.locator(".payload")).to_contain_text("a first draft.")
+        expect(request.locator(".payload")).to_contain_text(
+            "notes <img src=x onerror=window.__xss=1>: a first draft."
+        )
+        expect(page.locator('#events .event[data-type="request_info"]')).to_have_count(1)
+        expect(page.locator("#inst-summary")).to_contain_text("waiting for answers")
+
+        request.locator("input[name=answer]").fill("true")
+        request.get_by_role("button", name="Send answer").click()
+
+        # the output arrives over the event stream, the request is gone, the instance is idle
+        output = page.locator("#outputs .output")
+        expect(output).to_have_count(1)
+        expect(output).to_contain_text('"published": true')
+        expect(output).to_contain_text('"revision": 1')
+        expect(page.locator("#requests .request")).to_have_count(0)
+        expect(page.locator("#inst-summary")).to_contain_text("idle")
+        expect(page.locator('#events .event[data-type="run_ended"]')).to_have_count(2)
+        expect(page.locator("#checkpoints .cp-current")).to_have_count(1)
+        assert page.locator("#checkpoints .cp").count() >= 2
+        _screenshot(page, "page-instance.png")
+
+        assert page.evaluate("window.__loadedOnce") is True, "the page reloaded"
+        assert page.evaluate("window.__xss") is None, "server data ran as HTML"
+        assert errors == []
+        assert traffic.foreign(live.url) == [], "the page loaded something from another host"
+        assert any(url.endswith("/static/vendor/mermaid/mermaid.min.js") for url in traffic.urls)
+
+
+def test_with_a_token_the_page_asks_once_and_sends_it_only_in_headers(
+    browser: Browser, redis_url: str, real_redis_prefix: str
+) -> None:
+    token = "page-test-token-" + real_redis_prefix
+    with (
+        LiveApp(redis_url, real_redis_prefix, token=token) as live,
+        _opened(browser, live) as (page, traffic, errors),
+    ):
+        dialog = page.locator("#token-dialog")
+        expect(dialog).to_be_visible()  # the first /api call got a 401
+        dialog.locator("input[name=token]").fill(token)
+        dialog.get_by_role("button", name="Use token").click()
+        expect(dialog).to_be_hidden()
+
+        card = page.locator('.workflow-card[data-workflow="approval_flow"]')
+        card.locator("summary", has_text="Submit a run").click()
+        card.locator("textarea[name=input]").fill('"token notes"')
+        card.get_by_role("button", name="Submit run").click()
+        expect(page.locator("#requests .request")).to_have_count(1)  # arrived over the authorized stream
+        expect(page.locator("#events-state")).to_have_text("● live")
+        expect(page.locator("#health")).to_have_text("Redis ok")
+
+        assert dialog.is_hidden()  # asked once: the dialog never came back
+        assert all(token not in url for url in traffic.urls), "the token went into a URL"
+        assert f"Bearer {token}" in traffic.authorizations
+        assert errors == []
