@@ -1,5 +1,5 @@
 // Building the DOM from server data without ever parsing it as HTML: every text goes through textContent,
-// every attribute through setAttribute. Nothing in the page uses innerHTML, so a workflow output that holds
+// every attribute through setAttribute. Nothing in the page parses a string as HTML, so an output that holds
 // "<img onerror=...>" is shown as those characters, never run.
 
 /** el("div", {class: "x", dataset: {id: "1"}, onclick: f}, child, "text", ...) */
