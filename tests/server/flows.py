@@ -54,7 +54,9 @@ class Intake(Executor):
     @handler
     async def on_order(self, order: Order, ctx: WorkflowContext) -> None:
         units = sum(item.quantity for item in order.items)
-        await ctx.yield_output({"kind": "order", "customer": order.customer, "units": units, "rush": order.rush})
+        await ctx.yield_output(
+            {"kind": "order", "customer": order.customer, "units": units, "rush": order.rush}
+        )
 
     @handler
     async def on_refund(self, refund: Refund, ctx: WorkflowContext) -> None:

@@ -113,8 +113,19 @@ def test_a_person_submits_the_approval_flow_answers_it_and_sees_the_output_live(
 
         page.evaluate("window.__loadedOnce = true")  # gone if the page reloads
         card.locator("summary", has_text="Submit a run").click()
-        card.locator("textarea[name=input]").fill(json.dumps(TOPIC))
-        card.get_by_role("button", name="Submit run").click()
+        textarea, submit = card.locator("textarea[name=input]"), card.get_by_role("button", name="Submit run")
+
+        # errors are shown: input that is not JSON (the page's own check), then the API's 422 with its message
+        textarea.fill("release notes")
+        submit.click()
+        expect(page.locator(".notice-error").last).to_contain_text("InvalidJSON")
+        textarea.fill("42")
+        submit.click()
+        notice = page.locator(".notice-error", has_text="JsonInputError (422)")
+        expect(notice).to_contain_text("the start executor 'writer' takes str")
+
+        textarea.fill(json.dumps(TOPIC))
+        submit.click()
 
         # the instance view: the pending request appears live, with the draft as text
         expect(page).to_have_url(re.compile(r"#/instances/[0-9a-f]+$"))

@@ -36,6 +36,7 @@ export function showInstance(id) {
   for (const empty of ["#events-empty", "#outputs-empty", "#requests-empty", "#checkpoints-empty"]) $(empty).hidden = false;
   for (const count of ["#outputs-count", "#requests-count", "#checkpoints-count"]) $(count).textContent = "";
   $("#inst-submit").reset();
+  $("#inst-error").hidden = true;
   refresh();
   followEvents(current);
   const mine = current;
@@ -271,6 +272,7 @@ function showEvent(event, id) {
   list.prepend(item);
   while (list.children.length > MAX_EVENTS_SHOWN) list.lastElementChild.remove();
   if (type === "output") showOutput(event);
+  if (type === "run_ended") showRunError(event);
   if (REFRESHING_EVENTS.has(type)) refreshSoon();
 }
 
@@ -283,6 +285,17 @@ function summaryOf(event) {
   if (event.data === undefined || event.data === null) return null;
   const text = pretty(event.data);
   return el("span", { class: "event-data mono", title: text.length > 160 ? text : "", text: text.length > 160 ? `${text.slice(0, 160)}…` : text });
+}
+
+/** The error of the instance's last run, if it failed (events arrive oldest first: the last one wins). */
+function showRunError(event) {
+  const error = event.data && event.data.error;
+  const box = $("#inst-error");
+  box.hidden = !error;
+  if (error) {
+    const where = error.executor_id ? ` in ${error.executor_id}` : "";
+    box.textContent = `Last run ${event.data.state || "failed"}${where}: ${error.type || "Error"}: ${error.message || ""}`;
+  }
 }
 
 function showOutput(event) {
