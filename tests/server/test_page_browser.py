@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 import examples.approval_flow  # noqa: F401 - registers approval_flow: the server lists what this process imported
+import tests.server.flows  # noqa: F401 - registers ticker (a long run to cancel)
 from tests.server.live_app import LiveApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,4 +187,45 @@ def test_with_a_token_the_page_asks_once_and_sends_it_only_in_headers(
         assert dialog.is_hidden()  # asked once: the dialog never came back
         assert all(token not in url for url in traffic.urls), "the token went into a URL"
         assert f"Bearer {token}" in traffic.authorizations
+        assert errors == []
+
+
+def test_the_buttons_restore_reset_and_cancel_steer_the_instance(
+    browser: Browser, redis_url: str, real_redis_prefix: str
+) -> None:
+    with LiveApp(redis_url, real_redis_prefix) as live, _opened(browser, live) as (page, _, errors):
+        api = httpx.Client(base_url=live.url, timeout=10)
+        ticket = api.post("/api/workflows/approval_flow/runs", json={"input": "steering", "wait": 10}).json()
+        assert ticket["status"] == "idle_with_pending_requests"
+        page.goto(f"{live.url}/#/instances/{ticket['instance_id']}")
+
+        page.locator("#requests .request").get_by_role("button", name="true", exact=True).click()
+        expect(page.locator("#outputs .output")).to_contain_text('"published": true')
+        expect(page.locator("#requests .request")).to_have_count(0)
+
+        # back to the checkpoint that waited for the answer: the request is pending again, on a fork
+        asked = page.locator("#checkpoints .cp", has_text="1 pending request").first
+        asked_id = asked.get_attribute("data-checkpoint")
+        asked.get_by_role("button", name="Restore").click()
+        expect(page.locator(".notice-ok", has_text="Restored")).to_be_visible()
+        expect(page.locator("#requests .request")).to_have_count(1)
+        current = page.locator("#checkpoints .cp-current")
+        expect(current.locator(".tag", has_text="from")).to_have_attribute("title", asked_id)
+        expect(page.locator("#inst-summary")).to_contain_text("waiting for answers")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.locator("#inst-reset").click()
+        expect(page.locator(".notice-ok", has_text="reset")).to_be_visible()
+        expect(page.locator("#requests .request")).to_have_count(0)
+
+        # a long run (50 supersteps of 0.1 s) is cancelled by the button while it runs
+        ticker = api.post("/api/workflows/ticker/runs", json={"input": {"n": 50, "delay": 0.1}}).json()
+        page.goto(f"{live.url}/#/instances/{ticker['instance_id']}")
+        expect(page.locator("#outputs .output").first).to_be_visible()  # it runs
+        expect(page.locator("#inst-cancel")).to_be_enabled()
+        page.locator("#inst-cancel").click()
+        expect(page.locator(".notice-ok", has_text="cancelled")).to_be_visible()
+        expect(page.locator('#events .event[data-type="run_ended"]')).to_contain_text("cancelled")
+        assert api.get(f"/api/runs/{ticker['run_id']}").json()["state"] == "cancelled"
+        assert page.locator("#outputs .output").count() < 50
         assert errors == []
