@@ -420,20 +420,22 @@ class RunQueue:
             current = await client.hget(record, "state")
             return current is None or current.decode() in ENDED
 
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             after.decode(),
             live=True,
             at_tail=ended,
-        ):
-            event = decode_event(instance_id, entry_id, entry)
-            if event.run_id != run_id:
-                continue
-            yield event
-            if event.type == EventType.RUN_ENDED:
-                return
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                event = decode_event(instance_id, entry_id, entry)
+                if event.run_id != run_id:
+                    continue
+                yield event
+                if event.type == EventType.RUN_ENDED:
+                    return
 
     async def events(
         self, instance_id: str, after: str | None = None, follow: bool = True
@@ -442,14 +444,16 @@ class RunQueue:
         the following ones, no gap and no duplicate; then, with ``follow``, new ones as they are written."""
         cursor = "0-0" if after is None else after
         parse_id(cursor)
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             self.store.client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             cursor,
             live=follow,
-        ):
-            yield decode_event(instance_id, entry_id, entry)
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                yield decode_event(instance_id, entry_id, entry)
 
     # -- listings --------------------------------------------------------------------------------------------
 

@@ -362,6 +362,49 @@ async def test_many_followers_of_one_instance_share_one_reader(runs, coordinator
     assert sum(1 for c in clients if c.get("cmd") == "xread") <= 1
 
 
+async def test_a_follower_that_leaves_frees_the_shared_reader_at_once(runs, qstore) -> None:
+    """Closing an ``events`` iterator (at a yield, as a web client's stream is) detaches its follower right
+    away, and the last follower leaving ends the reader's blocked ``XREAD`` instead of waiting out its block
+    time; a cancelled one likewise."""
+    instance = f"{runs.keys.prefix}-leave"
+    await runs.submit(
+        "q_append", {"n": 1}, instance_id=instance
+    )  # queued, never run: one event-free instance
+    reader = runs._state().reader
+
+    async def blocked() -> bool:
+        clients = await qstore.client.client_list()
+        return any(c.get("id") == str(reader._reader_id) and "b" in c.get("flags", "") for c in clients)
+
+    events = runs.events(instance)
+    waiting = asyncio.ensure_future(events.__anext__())
+    await eventually(blocked, 5, "the reader to block on the instance's stream")
+    await runs.cancel(f"{instance}@" + (await runs.instance(instance)).queued_run_ids[0].split("@")[1])
+    await asyncio.wait_for(waiting, 5)  # the cancel's run_ended event: the iterator is now at a yield
+    await events.aclose()
+    assert not reader._followers  # at once, not when the garbage collector finalizes the inner generator
+    deadline = asyncio.get_running_loop().time() + 0.5  # the reader blocks for up to 5 s per XREAD
+    while await blocked():
+        assert asyncio.get_running_loop().time() < deadline, (
+            "the reader stayed blocked after its last follower left"
+        )
+        await asyncio.sleep(0.02)
+
+    following = asyncio.ensure_future(anext(runs.events(instance, after=(await _last_id(runs, instance)))))
+    await eventually(blocked, 5, "the reader to block again")
+    following.cancel()
+    await eventually(lambda: _not(blocked), 0.5, "a cancelled follower to free the reader")
+    assert not reader._followers
+
+
+async def _last_id(runs, instance: str) -> str:
+    return [e.event_id async for e in runs.events(instance, follow=False)][-1]
+
+
+async def _not(predicate) -> bool:
+    return not await predicate()
+
+
 async def test_the_event_stream_is_capped(qstore, coordinators) -> None:
     async with RunQueue(qstore, events_maxlen=100) as capped:
         await coordinators(queue=capped)

@@ -93,7 +93,7 @@ class Ticker(Executor):
     @handler
     async def on_tick(self, tick: dict, ctx: WorkflowContext) -> None:
         await asyncio.sleep(tick.get("delay", 0))
-        await ctx.yield_output(tick["i"] if "i" in tick else 0)
+        await ctx.yield_output(tick.get("i", 0))
         i = tick.get("i", 0) + 1
         if i < tick["n"]:
             await ctx.send_message({**tick, "i": i})
