@@ -154,6 +154,13 @@ def test_a_person_submits_the_approval_flow_answers_it_and_sees_the_output_live(
         expect(page.locator("#checkpoints .cp-current")).to_have_count(1)
         assert page.locator("#checkpoints .cp").count() >= 2
         _screenshot(page, "page-instance.png")
+        instance_id = page.locator("#inst-id").text_content()
+
+        # the instances list, refreshed: the instance, idle, nothing pending
+        page.get_by_role("link", name="← All instances").click()
+        row = page.locator(f'#instances tr[data-instance="{instance_id}"]')
+        expect(row).to_contain_text("approval_flow")
+        expect(row.locator(".badge")).to_have_text("idle")
 
         assert page.evaluate("window.__loadedOnce") is True, "the page reloaded"
         assert page.evaluate("window.__xss") is None, "server data ran as HTML"
