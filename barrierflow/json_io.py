@@ -285,7 +285,7 @@ def start_input(executor: Any, value: Any, field: str = "input") -> Any:
     furthest = [e for e in errors if _depth(e.field) == deepest]
     if deepest > _depth(field) and len(furthest) == 1:  # one handler's type fitted the value furthest
         raise furthest[0]
-    accepted = ", ".join(type_name(spec.message_type) for spec in executor.handler_specs)
-    raise JsonInputError(
-        field, f"the start executor {executor.id!r} takes {accepted}; {_kind(value)} fits none of them"
+    tried = "; ".join(
+        f"{type_name(spec.message_type)}: {error}" for spec, error in zip(executor.handler_specs, errors)
     )
+    raise JsonInputError(field, f"fits none of the types the start executor {executor.id!r} takes ({tried})")

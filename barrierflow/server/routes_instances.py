@@ -15,7 +15,16 @@ from .context import Api, ApiDep
 from .errors import ApiError
 from .responses import errors
 from .routes_workflows import answer_ticket
-from .schemas import CheckpointRecord, InstanceRecord, Reset, RestoreBody, Restored, Ticket
+from .schemas import (
+    MAX_WAIT,
+    CheckpointRecord,
+    InstanceRecord,
+    Reset,
+    RestoreBody,
+    Restored,
+    RunRecord,
+    Ticket,
+)
 from .sse import SSE_RESPONSE, cursor, event_stream
 
 router = APIRouter(prefix="/api/instances")
@@ -98,14 +107,22 @@ def _plain(metadata: Any) -> Any:
 
 
 @router.post(
-    "/{instance_id}/responses", status_code=202, response_model=Ticket, responses=errors(400, 404, 409)
+    "/{instance_id}/responses",
+    status_code=202,
+    response_model=Ticket,
+    responses={
+        200: {"model": RunRecord, "description": "The run ended within `wait`"},
+        **errors(400, 404, 409),
+    },
 )
 async def answer(
     instance_id: InstanceId,
     answers: Annotated[dict[str, Any], Body(description="{request_id: answer}")],
     api: ApiDep,
+    wait: Annotated[float | None, Query(ge=0, le=MAX_WAIT, description="Seconds to wait for the run")] = None,
 ) -> Any:
-    """Submit a run that answers pending requests (each answer converted to the type its request asked for)."""
+    """Submit a run that answers pending requests (each answer converted to the type its request asked for):
+    202 and its ticket; with ``?wait=`` and the run ended in time, 200 and its record."""
     if not answers:
         raise ApiError(422, "give at least one answer: {request_id: answer}")
     await _known(api, instance_id)
@@ -113,7 +130,7 @@ async def answer(
     api.graph(name)
     responses = await api.fit_responses(instance_id, answers, field="")
     ticket = await api.runs.submit(name, instance_id=instance_id, responses=responses)
-    return await answer_ticket(api, ticket, None)
+    return await answer_ticket(api, ticket, wait)
 
 
 async def _idle_handle(api: Api, instance_id: str) -> Any:
