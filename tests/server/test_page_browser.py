@@ -128,6 +128,7 @@ def test_a_person_submits_the_approval_flow_answers_it_and_sees_the_output_live(
         error = answer.json()["error"]
         notice = page.locator(".notice-error", has_text=f"{error['type']} ({answer.status_code})")
         expect(notice).to_contain_text(error["message"])  # the API's own words
+        _screenshot(page, "page-error.png")
 
         textarea.fill(json.dumps(TOPIC))
         submit.click()

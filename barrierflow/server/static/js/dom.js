@@ -114,6 +114,11 @@ export function notify(message, { kind = "error", title = "", timeout = kind ===
   return note;
 }
 
+/** Remove the notices (a new view starts without the errors of the last one). */
+export function clearNotices() {
+  $("#notices").replaceChildren();
+}
+
 /** Show an API error ({"error": {"type", "message"}}) or any thrown error. */
 export function notifyError(error, context = "") {
   const type = error && error.type ? error.type : error && error.name ? error.name : "Error";

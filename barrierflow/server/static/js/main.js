@@ -1,7 +1,7 @@
 // The run inspector's entry point: routes (#/ and #/instances/<id>), the Redis health light, the token button.
 
 import { forgetToken, get, token } from "./api.js";
-import { $ } from "./dom.js";
+import { $, clearNotices } from "./dom.js";
 import { leaveHome, setUpHome, showHome } from "./home.js";
 import { leaveInstance, setUpInstance, showInstance } from "./instance.js";
 
@@ -49,7 +49,10 @@ $("#forget-token").addEventListener("click", () => {
   showTokenButton();
 });
 document.addEventListener("token-changed", showTokenButton);
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  clearNotices();
+  route();
+});
 route();
 health();
 showTokenButton();
