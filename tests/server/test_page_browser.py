@@ -223,6 +223,11 @@ def test_the_buttons_restore_reset_and_cancel_steer_the_instance(
         current = page.locator("#checkpoints .cp-current")
         expect(current.locator(".tag", has_text="from")).to_have_attribute("title", asked_id)
         expect(page.locator("#inst-summary")).to_contain_text("waiting for answers")
+        # the lineage forks: the two checkpoints of the abandoned answer sit in a second lane that joins the
+        # first at the checkpoint restored to (a lane's x is 10 + 16 * lane)
+        expect(page.locator('#checkpoints .lineage circle[cx="26"]')).to_have_count(2)
+        in_first_lane = page.locator('#checkpoints .lineage circle[cx="10"]').count()
+        assert in_first_lane == page.locator("#checkpoints .cp").count() - 2
 
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator("#inst-reset").click()
