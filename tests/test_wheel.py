@@ -104,6 +104,9 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
         == "[]"
     )
 
+    serves = "import barrierflow.server as s; print(type(s.create_app()).__name__)"  # a plain install serves
+    assert _run([str(installed / "python"), "-c", serves], cwd=app_dir).stdout.strip() == "FastAPI"
+
     barrierflow = [str(installed / "barrierflow")]
     text = ["run", "examples.text_pipeline:text_pipeline", "--input", '"hello"', "--json"]
     embedded = _run([*barrierflow, *text], cwd=app_dir, env={**os.environ, "PYTHONPATH": ""})
