@@ -95,6 +95,9 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
         if not line.startswith(("../", dist_info.name))
     }
     assert top_level == {"barrierflow"}
+    shipped = (dist_info / "RECORD").read_text()
+    for asset in ("index.html", "js/main.js", "vendor/mermaid/mermaid.min.js", "vendor/mermaid/LICENSE"):
+        assert f"barrierflow/server/static/{asset}," in shipped, f"the page's {asset} is not in the wheel"
     no_generic = "import importlib.util as u; print([n for n in ('engine', 'broker', 'workers', 'examples', 'barrierflow_cli') if u.find_spec(n)])"
     assert (
         _run([str(installed / "python"), "-c", no_generic], cwd=dist_info.parent.parent).stdout.strip()

@@ -20,6 +20,7 @@ from barrierflow import __version__
 from .context import Api
 from .errors import install_error_handlers
 from .guards import MAX_BODY_BYTES, Guard
+from .page import mount_page
 from .routes_instances import router as instances_router
 from .routes_runs import router as runs_router
 from .routes_workflows import router as workflows_router
@@ -75,6 +76,7 @@ def create_app(
     install_error_handlers(app)
     for router in (workflows_router, runs_router, instances_router):
         app.include_router(router)
+    mount_page(app)
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
