@@ -40,7 +40,8 @@ from typing import Any
 from barrierflow.engine import codec
 from barrierflow.engine.builder import WorkflowBuilder
 from barrierflow.engine.checkpoint import instance_of
-from barrierflow.engine.errors import RunCancelledError, WorkflowRunInProgressError
+from barrierflow.engine.checkpoint_format import CheckpointSummary, summarize_head
+from barrierflow.engine.errors import CheckpointDecodeError, RunCancelledError, WorkflowRunInProgressError
 from barrierflow.engine.events import EventType, RunResult, RunState, WorkflowEvent, request_info_event
 from barrierflow.engine.graph import Graph
 from barrierflow.engine.registry import registered_workflows, workflow_graph
@@ -432,18 +433,17 @@ class RunQueue:
                 active, queued, owner, latest, last_done, score = await pipe.execute()
         if not latest and not active and not queued and not last_done:
             raise LookupError(f"no instance {instance_id!r} here (no checkpoint and no run)")
-        checkpoint = await self.store.load_checkpoint(latest[0].decode()) if latest else None
+        checkpoint = await self._latest_view(latest[0].decode()) if latest else None
         last_run = None
         if last_done:
             with contextlib.suppress(LookupError):
                 last_run = await self.get(f"{instance_id}@{last_done.decode()}")
         holder = _json(owner)
         status = _instance_status(checkpoint, active or holder, last_run)
-        pending = (
-            {rid: request_info_event(r) for rid, r in checkpoint.pending_requests.items()}
-            if checkpoint
-            else {}
-        )
+        pending = {
+            rid: request_info_event(r) if r is not None else _undecoded_request(rid, checkpoint)
+            for rid, r in (checkpoint.pending_requests.items() if checkpoint else ())
+        }
         name = checkpoint.workflow_name if checkpoint else None
         if name is None and (active or queued):
             first = (active or queued[0]).decode()
@@ -461,6 +461,21 @@ class RunQueue:
             holder=holder,
             updated_at=_from_ms(score),
         )
+
+    async def _latest_view(self, checkpoint_id: str) -> Any:
+        """The instance's latest checkpoint; its plain summary when this process cannot decode its values.
+
+        A listing of instances (``runs list``, the HTTP API, the page) must not fail because one instance's
+        state holds a type this process never imported: its status, superstep and request ids are plain
+        fields of the head, readable anyway.
+        """
+        try:
+            return await self.store.load_checkpoint(checkpoint_id)
+        except CheckpointDecodeError as exc:
+            record = await self.store.read_record(checkpoint_id)
+            if record is None:
+                raise
+            return _UndecodedCheckpoint(summarize_head(record[0]), str(exc))
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -621,6 +636,23 @@ def _json(raw: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return {"raw": raw.decode("utf-8", "replace")}
     return value if isinstance(value, dict) else {"raw": value}
+
+
+class _UndecodedCheckpoint:
+    """What ``instance()`` needs of a checkpoint, from its summary (values of unknown types stay opaque)."""
+
+    def __init__(self, summary: CheckpointSummary, why: str) -> None:
+        self.checkpoint_id, self.superstep = summary.checkpoint_id, summary.superstep
+        self.workflow_name, self.why = summary.workflow_name, why
+        self.messages = range(summary.queued_messages)
+        self.pending_requests: dict[str, None] = dict.fromkeys(summary.pending_request_ids)
+
+
+def _undecoded_request(request_id: str, checkpoint: _UndecodedCheckpoint) -> WorkflowEvent:
+    """A pending request whose data this process cannot decode: its id, and why its data is missing."""
+    return WorkflowEvent(
+        EventType.REQUEST_INFO, None, request_id=request_id, details={"undecoded": checkpoint.why}
+    )
 
 
 def _instance_status(checkpoint: Any, busy: Any, last_run: RunInfo | None) -> RunState:

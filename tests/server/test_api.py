@@ -305,3 +305,20 @@ async def test_unknown_routes_and_methods_use_the_error_shape(client: httpx.Asyn
     assert_error(await client.delete("/api/health"), 405, "MethodNotAllowed")
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "openapi.json" in docs.text
+
+
+async def test_an_instance_whose_state_this_server_cannot_decode_is_listed_from_its_summary(
+    client: httpx.AsyncClient, coordinator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server started without one workflow's ``--import`` still lists all instances (never a 500)."""
+    from barrierflow.engine import codec
+
+    asked = (await client.post("/api/workflows/approval/runs", json={"input": "x", "wait": 10})).json()
+    monkeypatch.delitem(codec._BY_NAME, "tests.server.Verdict")  # the request's answer type: unknown here
+    listed = (await client.get("/api/instances")).json()
+    mine = next(i for i in listed if i["instance_id"] == asked["instance_id"])
+    assert mine["status"] == "idle_with_pending_requests" and mine["workflow_name"] == "approval"
+    assert mine["checkpoint_id"] == asked["checkpoint_id"] and mine["superstep"] == 1
+    assert list(mine["pending_requests"]) == list(asked["pending_requests"])
+    single = await client.get(f"/api/instances/{asked['instance_id']}")
+    assert single.status_code == 200 and single.json()["pending_requests"] == mine["pending_requests"]
