@@ -95,11 +95,17 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
         if not line.startswith(("../", dist_info.name))
     }
     assert top_level == {"barrierflow"}
+    shipped = (dist_info / "RECORD").read_text()
+    for asset in ("index.html", "js/main.js", "vendor/mermaid/mermaid.min.js", "vendor/mermaid/LICENSE"):
+        assert f"barrierflow/server/static/{asset}," in shipped, f"the page's {asset} is not in the wheel"
     no_generic = "import importlib.util as u; print([n for n in ('engine', 'broker', 'workers', 'examples', 'barrierflow_cli') if u.find_spec(n)])"
     assert (
         _run([str(installed / "python"), "-c", no_generic], cwd=dist_info.parent.parent).stdout.strip()
         == "[]"
     )
+
+    serves = "import barrierflow.server as s; print(type(s.create_app()).__name__)"  # a plain install serves
+    assert _run([str(installed / "python"), "-c", serves], cwd=app_dir).stdout.strip() == "FastAPI"
 
     barrierflow = [str(installed / "barrierflow")]
     text = ["run", "examples.text_pipeline:text_pipeline", "--input", '"hello"', "--json"]

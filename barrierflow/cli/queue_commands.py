@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from barrierflow import records
 from barrierflow.engine import EventType, RunResult, RunState, WorkflowEvent
 
 from . import backends
@@ -538,35 +539,15 @@ async def _on_queue(redis: str | None, prefix: str, work: Any) -> Any:
 
 
 def run_record(info: Any) -> dict[str, Any]:
-    """A ``RunInfo`` as the JSON line ``runs show``/``list`` print (``type: "run"``)."""
-    return {
-        "type": "run",
-        "run_id": info.run_id,
-        "instance_id": info.instance_id,
-        "workflow_name": info.workflow_name,
-        "state": info.state,
-        "status": info.status.value if info.status else None,
-        "submitted_at": _iso(info.submitted_at),
-        "started_at": _iso(info.started_at),
-        "finished_at": _iso(info.finished_at),
-        "attempts": info.attempts,
-        "coordinator": info.coordinator,
-        "checkpoint_id": info.checkpoint_id,
-        "outputs": jsonable(info.outputs),
-        "pending_requests": {rid: jsonable(event.data) for rid, event in info.pending_requests.items()},
-        "error": jsonable(info.error),
-        "metadata": jsonable(info.metadata),
-    }
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    """A ``RunInfo`` as the JSON line ``runs show``/``list`` print (``type: "run"``; each pending request as
+    its data)."""
+    record = {"type": "run", **records.run_record(info)}
+    record["pending_requests"] = {rid: jsonable(event.data) for rid, event in info.pending_requests.items()}
+    return record
 
 
 def _event_line(event: WorkflowEvent) -> dict[str, Any]:
-    from .render import event_record
-
-    return event_record(event)
+    return records.event_record(event)
 
 
 def _event_text(event: WorkflowEvent) -> str:
