@@ -445,6 +445,14 @@ async def run(args: argparse.Namespace, logs: Path) -> None:
             if key not in only:
                 continue
             ours = await bench.jobs_mode(celery=celery)
+            if args.without_baselines:  # barrierflow's own figure only (comparing two checkouts)
+                line(
+                    "jobs_celery" if celery else "jobs_local",
+                    jobs=args.jobs,
+                    barrierflow_jobs_per_s=round(ours["per_s"]),
+                    completed_ok=ours["completed_ok"],
+                )
+                continue
             raw = args.jobs / await asyncio.to_thread(baseline)  # jobs/s of the baseline, the same jobs
             ratio = ours["per_s"] / raw
             line(
@@ -500,6 +508,11 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=10_000)
     parser.add_argument("--lock-ttl", type=float, default=5.0)
     parser.add_argument("--only", default="a,b,c,d,e")
+    parser.add_argument(
+        "--without-baselines",
+        action="store_true",
+        help="skip the raw Celery figures of (a) and (b): barrierflow's own only (bench/side_by_side.py)",
+    )
     parser.add_argument(
         "--logs", default=None, help="directory for the processes' logs (default: a temp dir)"
     )
