@@ -173,7 +173,7 @@ def _traced_batch(
     emit: EventSink,
     threads: HandlerThreads | None,
     trace: Tracing,
-    failures: list[BatchFailed] | None = None,
+    failures: list[BatchFailed],
 ) -> Any:
     """``start_eagerly(run_executor_batch(...))`` under a ``barrierflow.deliver`` span, ended with the batch.
 
@@ -196,8 +196,7 @@ def _traced_batch(
         )
     except BatchFailed as failed:
         end_span(span, failed.__cause__ or failed)
-        if failures is not None:
-            failures.append(failed)
+        failures.append(failed)
         return _FAILED
     if task is None:
         end_span(span)
