@@ -434,10 +434,7 @@ class RunQueue:
         if not latest and not active and not queued and not last_done:
             raise LookupError(f"no instance {instance_id!r} here (no checkpoint and no run)")
         checkpoint = await self._latest_view(latest[0].decode()) if latest else None
-        last_run = None
-        if last_done:
-            with contextlib.suppress(LookupError):
-                last_run = await self.get(f"{instance_id}@{last_done.decode()}")
+        last_run = await self._summary(f"{instance_id}@{last_done.decode()}") if last_done else None
         holder = _json(owner)
         status = _instance_status(checkpoint, active or holder, last_run)
         pending = {
@@ -447,8 +444,8 @@ class RunQueue:
         name = checkpoint.workflow_name if checkpoint else None
         if name is None and (active or queued):
             first = (active or queued[0]).decode()
-            with contextlib.suppress(LookupError):
-                name = (await self.get(f"{instance_id}@{first}")).workflow_name
+            summary = await self._summary(f"{instance_id}@{first}")
+            name = summary.workflow_name if summary else None
         return InstanceInfo(
             instance_id=instance_id,
             workflow_name=name,
@@ -461,6 +458,16 @@ class RunQueue:
             holder=holder,
             updated_at=_from_ms(score),
         )
+
+    async def _summary(self, run_id: str) -> RunInfo | None:
+        """A run's record without its outputs and requests (``None`` when it expired).
+
+        What ``instance()`` needs of a run is plain (state, status, checkpoint id); its outputs may hold types
+        this process never imported, and must not make a listing fail.
+        """
+        with _redis_errors("get", split_run_id(run_id)[0]):
+            [found] = await self._records([run_id])
+        return run_info(run_id, *found, full=False) if found[0] else None
 
     async def _latest_view(self, checkpoint_id: str) -> Any:
         """The instance's latest checkpoint; its plain summary when this process cannot decode its values.
