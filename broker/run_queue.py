@@ -446,6 +446,8 @@ class RunQueue:
             first = (active or queued[0]).decode()
             summary = await self._summary(f"{instance_id}@{first}")
             name = summary.workflow_name if summary else None
+        if name is None and last_run is not None:
+            name = last_run.workflow_name or None
         return InstanceInfo(
             instance_id=instance_id,
             workflow_name=name,
@@ -668,9 +670,10 @@ def _instance_status(checkpoint: Any, busy: Any, last_run: RunInfo | None) -> Ru
     ended_here = last_run is not None and last_run.status is not None and last_run.state != CANCELLED
     if ended_here and (checkpoint is None or last_run.checkpoint_id == checkpoint.checkpoint_id):
         return last_run.status
-    if checkpoint is None:
-        return RunState.IDLE
+    failed = last_run is not None and last_run.state == FAILED
+    if checkpoint is None:  # no run reached its first checkpoint (e.g. its coordinator lacked the workflow)
+        return RunState.FAILED if failed else RunState.IDLE
     if checkpoint.messages:
         # work left at a barrier that no run is continuing: a failed (or cancelled) run's
-        return RunState.FAILED if last_run is not None and last_run.state == FAILED else RunState.IN_PROGRESS
+        return RunState.FAILED if failed else RunState.IN_PROGRESS
     return RunState.IDLE_WITH_PENDING_REQUESTS if checkpoint.pending_requests else RunState.IDLE

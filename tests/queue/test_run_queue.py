@@ -218,6 +218,8 @@ async def test_an_unknown_workflow_fails_its_run_and_the_coordinator_goes_on(run
         await runs.wait(ticket.run_id, timeout=30)
     info = await runs.get(ticket.run_id)
     assert info.state == "failed" and info.error["type"] == "WorkflowError"
+    instance = await runs.instance(ticket.instance_id)  # no checkpoint was ever written: the run says it all
+    assert instance.status is RunState.FAILED and instance.workflow_name == "no_such_workflow"
     ok = await runs.submit("bfw_loop", 5)
     assert (await runs.wait(ok.run_id, timeout=30)).status is RunState.IDLE
 
