@@ -430,7 +430,7 @@ def runs_list(
         infos = asyncio.run(
             _on_queue(redis, prefix, lambda q: q.list_runs(instance_id=instance, state=state, limit=limit))
         )
-        if json_output:
+        if json_output or not sys.stdout.isatty():
             for info in infos:
                 print(dumps(run_record(info)))
             return
@@ -443,7 +443,8 @@ def runs_list(
         from rich.table import Table
 
         table = Table(title="runs (newest first)")
-        for column in ("run", "workflow", "state", "status", "submitted", "attempts", "coordinator"):
+        table.add_column("run", no_wrap=True)  # whole: `runs show|wait|cancel` need it
+        for column in ("workflow", "state", "status", "submitted", "attempts", "coordinator"):
             table.add_column(column, overflow="fold")
         for info in infos:
             table.add_row(
