@@ -458,10 +458,7 @@ class RunQueue:
         if not latest and not active and not queued and not last_done:
             raise LookupError(f"no instance {instance_id!r} here (no checkpoint and no run)")
         checkpoint = await self._latest_view(latest[0].decode()) if latest else None
-        last_run = None
-        if last_done:
-            with contextlib.suppress(LookupError):
-                last_run = await self.get(f"{instance_id}@{last_done.decode()}")
+        last_run = await self._summary(f"{instance_id}@{last_done.decode()}") if last_done else None
         holder = _json(owner)
         status = _instance_status(checkpoint, active or holder, last_run)
         pending = {
@@ -471,8 +468,10 @@ class RunQueue:
         name = checkpoint.workflow_name if checkpoint else None
         if name is None and (active or queued):
             first = (active or queued[0]).decode()
-            with contextlib.suppress(LookupError):
-                name = (await self.get(f"{instance_id}@{first}")).workflow_name
+            summary = await self._summary(f"{instance_id}@{first}")
+            name = summary.workflow_name if summary else None
+        if name is None and last_run is not None:
+            name = last_run.workflow_name or None
         return InstanceInfo(
             instance_id=instance_id,
             workflow_name=name,
@@ -485,6 +484,16 @@ class RunQueue:
             holder=holder,
             updated_at=_from_ms(score),
         )
+
+    async def _summary(self, run_id: str) -> RunInfo | None:
+        """A run's record without its outputs and requests (``None`` when it expired).
+
+        What ``instance()`` needs of a run is plain (state, status, checkpoint id); its outputs may hold types
+        this process never imported, and must not make a listing fail.
+        """
+        with _redis_errors("get", split_run_id(run_id)[0]):
+            [found] = await self._records([run_id])
+        return run_info(run_id, *found, full=False) if found[0] else None
 
     async def _latest_view(self, checkpoint_id: str) -> Any:
         """The instance's latest checkpoint; its plain summary when this process cannot decode its values.
@@ -685,9 +694,10 @@ def _instance_status(checkpoint: Any, busy: Any, last_run: RunInfo | None) -> Ru
     ended_here = last_run is not None and last_run.status is not None and last_run.state != CANCELLED
     if ended_here and (checkpoint is None or last_run.checkpoint_id == checkpoint.checkpoint_id):
         return last_run.status
-    if checkpoint is None:
-        return RunState.IDLE
+    failed = last_run is not None and last_run.state == FAILED
+    if checkpoint is None:  # no run reached its first checkpoint (e.g. its coordinator lacked the workflow)
+        return RunState.FAILED if failed else RunState.IDLE
     if checkpoint.messages:
         # work left at a barrier that no run is continuing: a failed (or cancelled) run's
-        return RunState.FAILED if last_run is not None and last_run.state == FAILED else RunState.IN_PROGRESS
+        return RunState.FAILED if failed else RunState.IN_PROGRESS
     return RunState.IDLE_WITH_PENDING_REQUESTS if checkpoint.pending_requests else RunState.IDLE

@@ -139,6 +139,21 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_python_started_in_the_checkout_imports_the_checkouts_package(installed: Path) -> None:
+    """The README runs the examples and its scripts from the checkout with a plain ``pip install .``: there the
+    checkout's ``barrierflow/`` folder shadows the installed package, and its layers live at the root."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    script = _run([str(installed / "python"), "-m", "examples.text_pipeline"], cwd=ROOT, env=env)
+    assert script.stdout.splitlines()[-1] == "OLLEH"
+    where = "import barrierflow.broker, barrierflow.workers as w; print(w.__file__, w.app.main)"
+    assert _run([str(installed / "python"), "-c", where], cwd=ROOT, env=env).stdout.split() == [
+        str(ROOT / "workers" / "__init__.py"),
+        "barrierflow",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_pytest_runs_with_the_plugin_but_without_fakeredis(installed: Path, tmp_path: Path) -> None:
     _run([str(installed / "python"), "-m", "pip", "install", "--quiet", "pytest"])
     (tmp_path / "test_plugin.py").write_text(PLUGIN_CHECK)

@@ -456,16 +456,17 @@ def runs_list(
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
-    """Runs, most recently submitted first."""
+    """Runs, most recently submitted first (summaries: `runs show RUN_ID` has the outputs and requests)."""
     start(debug, json_output)
     with reported():
         with_imports(imports)
         infos = asyncio.run(
             _on_queue(redis, prefix, lambda q: q.list_runs(instance_id=instance, state=state, limit=limit))
         )
-        if json_output:
-            for info in infos:
-                print(dumps(run_record(info)))
+        if json_output or not sys.stdout.isatty():
+            for info in infos:  # summaries: without the outputs and requests they never loaded (not "none")
+                summary = {k: v for k, v in run_record(info).items() if k not in SUMMARY_OMITS}
+                print(dumps(summary))
             return
         console = new_console()
         if not infos:
@@ -476,7 +477,8 @@ def runs_list(
         from rich.table import Table
 
         table = Table(title="runs (newest first)")
-        for column in ("run", "workflow", "state", "status", "submitted", "attempts", "coordinator"):
+        table.add_column("run", no_wrap=True)  # whole: `runs show|wait|cancel` need it
+        for column in ("workflow", "state", "status", "submitted", "attempts", "coordinator"):
             table.add_column(column, overflow="fold")
         for info in infos:
             table.add_row(
@@ -536,6 +538,10 @@ def watch(
 async def _on_queue(redis: str | None, prefix: str, work: Any) -> Any:
     async with _queue(redis, prefix) as queue:
         return await work(queue)
+
+
+#: What ``RunQueue.list_runs`` leaves empty, so ``runs list`` leaves it out rather than print it empty.
+SUMMARY_OMITS = ("outputs", "pending_requests")
 
 
 def run_record(info: Any) -> dict[str, Any]:

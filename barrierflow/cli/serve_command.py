@@ -9,6 +9,7 @@ only.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Annotated
 
 import typer
@@ -68,6 +69,7 @@ def serve(
         with_imports(imports)
         target = RedisTarget.resolve(redis)
         asyncio.run(_check(target, prefix))
+        _check_port(host, port)
         try:
             import uvicorn
 
@@ -100,3 +102,22 @@ async def _check(target: RedisTarget, prefix: str) -> None:
     """Fail now (exit 3, with advice) when Redis does not answer, rather than on the first request."""
     store = await backends.redis_store(target, prefix)
     await backends.close_store(store)
+
+
+def _check_port(host: str, port: int) -> None:
+    """A taken port is a one-line error (exit 2) before anything starts.
+
+    Left to uvicorn, it was uvicorn's own log line after the app had started, and exit code 3, which
+    barrierflow's exit codes say means "Redis unreachable". The socket is closed again: uvicorn binds its own
+    (and prints where it listens), so a port taken in between still fails, only less clearly.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            probe.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CliError(
+            f"cannot listen on {host}:{port}: {reason} (another server there? choose another --port or --host)"
+        ) from exc

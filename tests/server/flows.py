@@ -1,7 +1,8 @@
 """Workflows the server tests submit (imported by the test process and by the coordinators they start).
 
 ``typed_order`` takes a dataclass, a pydantic model or a plain string at its start executor, so the API's
-JSON-to-type conversion has something to convert; ``approval`` asks for a typed answer (``Verdict``).
+JSON-to-type conversion has something to convert; ``approval`` asks for a typed answer (``Verdict``);
+``echo_item`` outputs a registered type (``Item``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from barrierflow.engine import (
     Executor,
     WorkflowBuilder,
     WorkflowContext,
+    executor,
     handler,
     register_type,
     register_workflow,
@@ -85,6 +87,16 @@ class Gate(Executor):
 @register_workflow
 def approval() -> WorkflowBuilder:
     return WorkflowBuilder(name="approval", start_executor=Gate(id="gate"))
+
+
+@executor(id="echo")
+async def echo(item: Item, ctx: WorkflowContext) -> None:
+    await ctx.yield_output(item)  # an output of a registered type, in the run's record
+
+
+@register_workflow
+def echo_item() -> WorkflowBuilder:
+    return WorkflowBuilder(name="echo_item", start_executor=echo)
 
 
 class Ticker(Executor):

@@ -322,3 +322,22 @@ async def test_an_instance_whose_state_this_server_cannot_decode_is_listed_from_
     assert list(mine["pending_requests"]) == list(asked["pending_requests"])
     single = await client.get(f"/api/instances/{asked['instance_id']}")
     assert single.status_code == 200 and single.json()["pending_requests"] == mine["pending_requests"]
+
+
+async def test_an_instance_whose_last_output_this_server_cannot_decode_is_listed(
+    client: httpx.AsyncClient, coordinator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last run's record holds an output of a type the server never imported: still listed (never a 500)."""
+    from barrierflow.engine import codec
+
+    done = (
+        await client.post("/api/workflows/echo_item/runs", json={"input": {"sku": "a"}, "wait": 10})
+    ).json()
+    assert done["outputs"] == [{"sku": "a", "quantity": 1}]
+    monkeypatch.delitem(codec._BY_NAME, "tests.server.Item")
+    listed = await client.get("/api/instances")
+    assert listed.status_code == 200, listed.text
+    mine = next(i for i in listed.json() if i["instance_id"] == done["instance_id"])
+    assert mine["status"] == "idle" and mine["workflow_name"] == "echo_item"
+    single = await client.get(f"/api/instances/{done['instance_id']}")
+    assert single.status_code == 200 and single.json()["checkpoint_id"] == done["checkpoint_id"]

@@ -41,6 +41,8 @@ CHROMIUM_ARGS = [
 # A topic that is also markup: the page must show it as text and never run it.
 TOPIC = "release notes <img src=x onerror=window.__xss=1>"
 TIMEOUT_MS = 15_000
+# ``expect`` has its own timeout (5 s by default), not the page's: a loaded CI machine needs the same margin.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def _chromium() -> str:
