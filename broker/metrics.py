@@ -67,12 +67,13 @@ TAKEOVERS = Counter(
 class RunCounters:
     """Counts one run's events into the metrics; label children cached per executor (no lookup per event)."""
 
-    __slots__ = ("_deliveries", "_retries", "_step_started", "workflow")
+    __slots__ = ("_deliveries", "_retries", "_seconds", "_step_started", "workflow")
 
     def __init__(self, workflow: str) -> None:
         self.workflow = workflow
         self._deliveries: dict[str | None, Any] = {}
         self._retries: dict[str | None, Any] = {}
+        self._seconds: Any = None
         self._step_started = 0.0
 
     def event(self, event: WorkflowEvent) -> None:
@@ -83,7 +84,9 @@ class RunCounters:
             self._step_started = time.perf_counter()
         elif kind == EventType.SUPERSTEP_COMPLETED:
             if self._step_started:
-                SUPERSTEP_SECONDS.labels(self.workflow).observe(time.perf_counter() - self._step_started)
+                if self._seconds is None:
+                    self._seconds = SUPERSTEP_SECONDS.labels(self.workflow)
+                self._seconds.observe(time.perf_counter() - self._step_started)
                 self._step_started = 0.0
         elif kind == EventType.EXECUTOR_RETRY:
             _child(self._retries, RETRIES, self.workflow, event.executor_id).inc()
@@ -96,8 +99,14 @@ def _child(cache: dict[str | None, Any], metric: Counter, workflow: str, executo
     return child
 
 
+_runs: dict[tuple[str, str], Any] = {}  # label children of RUNS: labels() takes a lock and builds a key
+
+
 def count_run(workflow: str, state: str) -> None:
-    RUNS.labels(workflow, state).inc()
+    child = _runs.get((workflow, state))
+    if child is None:
+        child = _runs[(workflow, state)] = RUNS.labels(workflow, state)
+    child.inc()
 
 
 # -- the queue, read from Redis at scrape time -----------------------------------------------------------------
