@@ -27,7 +27,8 @@ def run(checkout: Path, python: str, script: list[str]) -> list[dict[str, Any]]:
 
 
 def key_of(line: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in line.items() if not _number(v)}, sort_keys=True)
+    """What names a figure: its text fields (a verdict like ``ok`` may differ between runs of one figure)."""
+    return json.dumps({k: v for k, v in line.items() if isinstance(v, str)}, sort_keys=True)
 
 
 def _number(value: Any) -> bool:
