@@ -19,6 +19,8 @@ variable                            default                          meaning
 ``BARRIERFLOW_WORKER_SLOTS``        unset (from the worker registry) task slots the dispatcher plans for
 ``BARRIERFLOW_WORKER_HEARTBEAT``    ``5``                            seconds between a worker's registry beats;
                                                                      its entry lapses after three missed ones
+``BARRIERFLOW_PACK_SIZE``           ``64``                           task copies of several instances sent in
+                                                                     one Celery task at most (1: no packing)
 ==================================  ===============================  ============================================
 
 The visibility timeout is how long the Redis transport waits for an un-acknowledged message before giving it
@@ -45,7 +47,10 @@ DEFAULT_PREFIX = "barrierflow"
 DEFAULT_QUEUE = "barrierflow"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_HEARTBEAT = 5.0
+DEFAULT_PACK_SIZE = 64
 TASK_NAME = "barrierflow.run_batches"
+#: The task of a pack: the copies of several instances' supersteps that were ready together.
+PACK_TASK_NAME = "barrierflow.run_pack"
 
 
 #: kombu Redis transport: socket timeouts above its 1 s BRPOP poll, keepalive, checks (see the module doc).
@@ -78,6 +83,7 @@ class Settings:
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     worker_slots: int | None = None
     worker_heartbeat: float = DEFAULT_HEARTBEAT
+    pack_size: int = DEFAULT_PACK_SIZE
 
     @property
     def broker(self) -> str:
@@ -101,6 +107,7 @@ class Settings:
             visibility_timeout=float(env.get("BARRIERFLOW_VISIBILITY_TIMEOUT") or DEFAULT_VISIBILITY_TIMEOUT),
             worker_slots=int(slots) if slots else None,
             worker_heartbeat=float(env.get("BARRIERFLOW_WORKER_HEARTBEAT") or DEFAULT_HEARTBEAT),
+            pack_size=int(env.get("BARRIERFLOW_PACK_SIZE") or DEFAULT_PACK_SIZE),
         )
 
     def replace(self, **overrides: Any) -> Settings:

@@ -7,7 +7,11 @@ Per superstep:
    worker registry, ``broker/worker_registry.py``) and the number of deliveries (never one task per message,
    never one executor split across tasks, so an executor still handles its deliveries one at a time, in
    order). The committed shared state is encoded once and rides in every task.
-2. **Send** the tasks to the queue (msgpack).
+2. **Send** the tasks to the queue (msgpack), packed with the tasks of the other runs of this process that are
+   ready in the same loop turn (``workers/packing.py``): a barrier of many runs costs a few Celery messages
+   (about ``slots * tasks_per_slot``, each at most ``pack_size`` tasks), not one per run. A lone task goes
+   out as a plain single task in the next loop turn. Each task in a pack stays fenced, claimed, checked and
+   re-sent on its own, as below.
 3. **Barrier without chords.** Each task's worker writes a fenced, first-write-wins record and pushes the task
    number on a notify list (``broker/results.py``). This side sleeps in ``BRPOP`` until a task finishes or the
    next check. Every ``redispatch_after`` seconds it checks the tasks without a result, reading result, claim
@@ -67,7 +71,8 @@ from barrierflow.engine.errors import (
 from barrierflow.engine.events import EventType, WorkflowEvent
 from barrierflow.engine.executor import Executor
 
-from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME
+from .config import DEFAULT_PACK_SIZE, DEFAULT_PREFIX, DEFAULT_REDIS_URL, PACK_TASK_NAME, TASK_NAME
+from .packing import Packer
 from .wire import TaskEnvelope, TaskResult, decode_result, encode_body, encode_task
 
 if TYPE_CHECKING:
@@ -125,7 +130,8 @@ class CeleryDispatcher(Dispatcher):
     ``max_attempts``: sends of one task whose workers keep dying before the superstep fails with
     ``WorkflowError`` (``None``: no limit); the instance stays at the last barrier and ``run()`` retries it.
     ``result_ttl``: seconds the result records live at most (they are deleted once the superstep is
-    collected). Lifecycle: ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
+    collected). ``pack_size``: tasks of several runs sent in one Celery message at most (default
+    ``BARRIERFLOW_PACK_SIZE``, 64; 1 sends every task alone; see ``workers/packing.py``). Lifecycle: ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class CeleryDispatcher(Dispatcher):
         claim_ttl: float = 10.0,
         max_attempts: int | None = 5,
         result_ttl: float = 3600.0,
+        pack_size: int | None = None,
     ) -> None:
         if app is None:
             from .app import app as default_app
@@ -177,6 +184,10 @@ class CeleryDispatcher(Dispatcher):
         self.registry_prefix = conf.get("barrierflow_prefix") or DEFAULT_PREFIX
         self._live: tuple[float, list[WorkerEntry]] | None = None  # (when, workers) of the last registry read
         self._last_slots = 0
+        self.pack_size = max(1, pack_size or conf.get("barrierflow_pack_size") or DEFAULT_PACK_SIZE)
+        self._packers: PerLoop[Packer] = PerLoop(
+            lambda: Packer(self._publish, self._pack_count, self.pack_size), _forget_packer
+        )
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -195,6 +206,7 @@ class CeleryDispatcher(Dispatcher):
 
     async def aclose(self) -> None:
         """Close the connections this dispatcher opened in the running loop (a store's are the store's)."""
+        await self._packers.aclose()
         await self._owned.aclose()
 
     async def __aenter__(self) -> CeleryDispatcher:
@@ -436,15 +448,21 @@ class CeleryDispatcher(Dispatcher):
         return envelopes
 
     async def _send(self, payloads: list[bytes]) -> None:
-        await asyncio.to_thread(self._publish, payloads)
+        """Publish a superstep's task copies, packed with those of other runs ready now (``workers/packing.py``)."""
+        await self._packers.get().send(payloads)
 
-    def _publish(self, payloads: list[bytes]) -> None:
+    async def _pack_count(self) -> int:
+        """Packs to make of the copies ready together: enough to keep every worker slot busy."""
+        return await self.worker_slots() * self.tasks_per_slot
+
+    def _publish(self, packs: list[list[bytes]]) -> None:
+        """Send each pack (in a thread): a pack of one as the plain single task, a bigger one as a pack task."""
         app = self.app
         with app.producer_or_acquire() as producer:
-            for payload in payloads:
+            for pack in packs:
                 app.send_task(
-                    TASK_NAME,
-                    args=(payload,),
+                    TASK_NAME if len(pack) == 1 else PACK_TASK_NAME,
+                    args=(pack[0] if len(pack) == 1 else pack,),
                     queue=self.queue,
                     serializer="msgpack",
                     ignore_result=True,
@@ -480,6 +498,10 @@ class CeleryDispatcher(Dispatcher):
 
 async def _close_client(client: Redis) -> None:
     await client.aclose()
+
+
+async def _forget_packer(packer: Packer) -> None:
+    """A packer holds no connection (its sends go through the app's producer pool)."""
 
 
 @dataclass(slots=True)

@@ -43,11 +43,14 @@ class InProcessCeleryDispatcher(CeleryDispatcher):
         self.worker = WorkerProcess(worker_client if worker_client is not None else _fake_twin(store))
         self._one_at_a_time = threading.Lock()  # one worker loop: tasks of concurrent runs take turns
 
-    def _publish(self, payloads: list[bytes]) -> None:
-        """Instead of sending the payloads to a queue (called in a thread by ``CeleryDispatcher._send``)."""
+    def _publish(self, packs: list[list[bytes]]) -> None:
+        """Instead of sending the packs to a queue (called in a thread by the dispatcher's packer)."""
         with self._one_at_a_time:
-            for payload in payloads:
-                self.worker.handle(payload)
+            for pack in packs:
+                if len(pack) == 1:
+                    self.worker.handle(pack[0])
+                else:
+                    self.worker.handle_pack(pack)
 
     def close(self) -> None:
         """Close the worker side's event loop and client (``aclose`` does it too)."""

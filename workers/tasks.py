@@ -24,20 +24,26 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 
 from barrierflow.broker.connection import sync_client
-from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, ResultWriter
+from barrierflow.broker.results import ClaimStatus, PutStatus, ResultKeys, ResultWriter, TaskCopy
 from barrierflow.engine.dispatch import LocalDispatcher, SuperstepWork
-from barrierflow.engine.errors import GraphSignatureMismatchError, SerializationError, WorkflowError
+from barrierflow.engine.errors import (
+    CheckpointDecodeError,
+    GraphSignatureMismatchError,
+    SerializationError,
+    WorkflowError,
+)
 from barrierflow.engine.graph import Graph
 from barrierflow.engine.outcome import unencodable_effect
 from barrierflow.engine.registry import workflow_factory
 
 from .app import app
-from .config import TASK_NAME
+from .config import PACK_TASK_NAME, TASK_NAME
 from .wire import (
     LAYOUT,
     TaskEnvelope,
@@ -49,6 +55,9 @@ from .wire import (
 )
 
 logger = logging.getLogger("barrierflow.workers")
+
+#: Seconds a finished copy's result may wait to be written with those of the next copies of its pack.
+RESULT_FLUSH = 0.05
 
 
 class WorkerProcess:
@@ -77,43 +86,86 @@ class WorkerProcess:
 
     def handle(self, payload: bytes) -> str:
         """Run one copy of a task; what became of it."""
-        envelope = decode_envelope(payload)
-        keys = ResultKeys(
-            envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
-        )
-        writer, task = self.writer, envelope.task
-        claim = writer.claim(
-            keys,
-            task,
-            envelope.token,
-            envelope.epoch,
-            send=envelope.send,
-            ttl=envelope.claim_ttl,
-            started_ttl=envelope.result_ttl,
-        )
-        if isinstance(claim, ClaimStatus):  # the lease ended, done, collected, or running elsewhere
-            return f"skipped: {claim.name.lower()}"
-        try:
-            result = self.run(envelope)
+        return self.handle_pack([payload], strict=True)[0]
+
+    def handle_pack(self, payloads: Sequence[bytes], *, strict: bool = False) -> list[str]:
+        """Run a pack of task copies, of any instances and supersteps; what became of each.
+
+        Each copy is fenced on its own, exactly as if it came alone: a copy whose run's lease ended, whose
+        superstep was collected or which runs elsewhere is skipped, and the others of the pack run. The claims
+        of the whole pack are taken in one round trip; a finished copy's result is written, with its claim's
+        release, together with the others finished within ``RESULT_FLUSH`` seconds. Copies run one after
+        another, in the pack's order. ``strict``: an undecodable payload raises (else it is logged and skipped).
+        """
+        outcome = ["skipped: undecodable"] * len(payloads)
+        taken: list[tuple[int, TaskEnvelope, TaskCopy]] = []
+        for i, payload in enumerate(payloads):
             try:
-                data = encode_result(result)
-            except SerializationError as exc:  # e.g. a handler sent a message of an unregistered type
-                named = unencodable_effect(result.outcomes) or exc  # the words the in-process run uses
-                data = encode_result(self.refusal(task, named))
-            status = writer.put(keys, task, envelope.token, envelope.epoch, data, envelope.result_ttl)
-        finally:
-            claim.release()
-        if status is PutStatus.FENCED:
-            logger.warning(
-                "result of task %d of superstep %d of %r (run %s, epoch %d) not written: the run's lease "
-                "ended; its coordinator has stopped or another run holds the instance",
-                task,
-                envelope.superstep,
-                envelope.instance_id,
-                envelope.run_id,
-                envelope.epoch,
+                envelope = decode_envelope(payload)
+            except CheckpointDecodeError:
+                if strict:
+                    raise
+                logger.error(
+                    "copy %d of a pack of %d skipped: not a barrierflow task payload", i, len(payloads)
+                )
+                continue
+            keys = ResultKeys(
+                envelope.prefix, envelope.instance_id, envelope.run_id, envelope.epoch, envelope.superstep
             )
-        return status.name.lower()
+            copy = TaskCopy(
+                keys,
+                envelope.task,
+                envelope.token,
+                envelope.epoch,
+                envelope.send,
+                envelope.claim_ttl,
+                envelope.result_ttl,
+            )
+            taken.append((i, envelope, copy))
+        statuses, claims = self.writer.claim_many([copy for _, _, copy in taken], flush_after=RESULT_FLUSH)
+        ran: dict[int, tuple[int, TaskEnvelope]] = {}  # id of a claimed copy -> its index and envelope
+        try:
+            for (i, envelope, copy), status in zip(taken, statuses, strict=True):
+                if isinstance(status, Exception):  # that copy's claim call failed: it is not taken
+                    if strict:
+                        raise status
+                    logger.error("copy %d of a pack of %d not claimed: %s", i, len(payloads), status)
+                    outcome[i] = f"error: {status}"
+                elif status is not ClaimStatus.CLAIMED:  # lease ended, done, collected, or running elsewhere
+                    outcome[i] = f"skipped: {status.name.lower()}"
+                else:
+                    ran[id(copy)] = (i, envelope)
+                    claims.post(copy, self.result(envelope))
+        finally:
+            claims.release()
+        for copy, written in claims.written:
+            i, envelope = ran[id(copy)]
+            if isinstance(written, Exception):
+                if strict:
+                    raise written
+                outcome[i] = f"error: {written}"
+                continue
+            outcome[i] = written.name.lower()
+            if written is PutStatus.FENCED:
+                logger.warning(
+                    "result of task %d of superstep %d of %r (run %s, epoch %d) not written: the run's lease "
+                    "ended; its coordinator has stopped or another run holds the instance",
+                    envelope.task,
+                    envelope.superstep,
+                    envelope.instance_id,
+                    envelope.run_id,
+                    envelope.epoch,
+                )
+        return outcome
+
+    def result(self, envelope: TaskEnvelope) -> bytes:
+        """Run a claimed copy: its encoded result (a refusal when it cannot run or its result cannot travel)."""
+        result = self.run(envelope)
+        try:
+            return encode_result(result)
+        except SerializationError as exc:  # e.g. a handler sent a message of an unregistered type
+            named = unencodable_effect(result.outcomes) or exc  # the words the in-process run uses
+            return encode_result(self.refusal(envelope.task, named))
 
     def run(self, envelope: TaskEnvelope) -> TaskResult:
         task = envelope.task
@@ -175,3 +227,9 @@ def worker_process() -> WorkerProcess:
 def run_batches(payload: bytes) -> str:
     """Run one task of a superstep (see ``workers/wire.py`` for the payload) and write its result."""
     return worker_process().handle(payload)
+
+
+@app.task(name=PACK_TASK_NAME, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_pack(payloads: list[bytes]) -> list[str]:
+    """Run a pack of task copies of several instances (``workers/dispatcher.py``: packing), each fenced alone."""
+    return worker_process().handle_pack(payloads)
