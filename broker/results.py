@@ -49,7 +49,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoScriptError
 
+from .batching import ScriptBatcher
 from .connection import blocking_limit
 from .keys import KeySpace
 from .scripts import milliseconds, script_source
@@ -382,15 +383,23 @@ class TaskProgress:
 
 
 class ResultReader:
-    """The coordinator's side, on an asyncio client (``waiting``: the one for ``BRPOP``, default the same)."""
+    """The coordinator's side, on an asyncio client (``waiting``: the one for ``BRPOP``, default the same).
 
-    def __init__(self, client: AsyncRedis, waiting: AsyncRedis | None = None) -> None:
+    Reads of records and clean-ups go through ``scripts`` (``collect_results.lua``), a ``ScriptBatcher`` the
+    dispatcher shares between the runs of its loop, so that those of many runs cost one pipeline.
+    """
+
+    def __init__(
+        self, client: AsyncRedis, waiting: AsyncRedis | None = None, scripts: ScriptBatcher | None = None
+    ) -> None:
         self.client = client
         self.waiting = client if waiting is None else waiting
         self._block = blocking_limit(self.waiting)
+        self.scripts = scripts if scripts is not None else results_batcher(lambda: client)
 
-    async def wait(self, keys: ResultKeys, timeout: float) -> list[int]:
-        """Task numbers that finished: block up to ``timeout`` s for one, then take all already queued.
+    async def wait(self, keys: ResultKeys, timeout: float, most: int = 1000) -> list[int]:
+        """Task numbers that finished: block up to ``timeout`` s for one, then take those already queued, up to
+        ``most`` in all (the tasks still awaited: with one, the ``BRPOP`` says everything).
 
         A single ``BRPOP`` blocks at most ``blocking_limit`` of the client (half its socket timeout): a
         longer block would time out on the client while the server is still legitimately waiting. The
@@ -404,16 +413,50 @@ class ResultReader:
             done = [int(popped[1])]
         else:
             done = []
-        rest = await self.client.rpop(keys.notify, 1000)
+        if most <= len(done):
+            return done
+        rest = await self.client.rpop(keys.notify, most - len(done))
         if rest:
             done.extend(int(item) for item in rest)
         return done
 
     async def fetch(self, keys: ResultKeys, tasks: Sequence[int]) -> list[bytes | None]:
+        """The records of ``tasks`` (``None`` where missing)."""
         if not tasks:
             return []
-        # One MGET: the keys share the instance's hash tag, hence one slot.
-        return await self.client.mget([keys.result(task) for task in tasks])
+        return await self._collect(keys, tasks, None, "", 0.0)
+
+    async def collect(
+        self, keys: ResultKeys, tasks: Sequence[int], every: Sequence[int], token: str, ttl: float
+    ) -> list[bytes | None]:
+        """The records of ``tasks``, the last of the superstep's tasks ``every``; when all of them are there,
+        the superstep's keys are deleted and it is marked collected, in the same call (as ``discard``)."""
+        return await self._collect(keys, tasks, every, token, ttl)
+
+    async def _collect(
+        self,
+        keys: ResultKeys,
+        tasks: Sequence[int],
+        every: Sequence[int] | None,
+        token: str,
+        ttl: float,
+    ) -> list[bytes | None]:
+        """``collect_results.lua``: one call, its keys in the instance's slot; ``every=None`` reads only."""
+        read = [keys.result(task) for task in tasks]
+        others: list[str] = []
+        if every is not None:
+            reading = set(tasks)
+            others.append(keys.notify)
+            for task in every:
+                others += (keys.claim(task), keys.started(task))
+                if task not in reading:
+                    others.append(keys.result(task))
+        values = await self.scripts.call(
+            "collect_results",
+            [keys.collected, *read, *others],
+            [len(read), 0 if every is None else 1, f"{token}:{keys.superstep}", milliseconds(ttl)],
+        )
+        return [value if value else None for value in values]
 
     async def progress(
         self, keys: ResultKeys, tasks: Sequence[int], token: str, epoch: int
@@ -433,14 +476,9 @@ class ResultReader:
 
     async def discard(self, keys: ResultKeys, tasks: Sequence[int], token: str, ttl: float) -> None:
         """Delete the superstep's keys and mark it collected under this lease, atomically (see the module doc)."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(keys.collected, f"{token}:{keys.superstep}", px=milliseconds(ttl))
-            pipe.delete(
-                keys.notify,
-                *(
-                    name
-                    for task in tasks
-                    for name in (keys.result(task), keys.claim(task), keys.started(task))
-                ),
-            )
-            await pipe.execute()
+        await self._collect(keys, (), tasks, token, ttl)
+
+
+def results_batcher(client: Callable[[], AsyncRedis]) -> ScriptBatcher:
+    """The batcher of ``ResultReader``'s script, on the client ``client()`` returns."""
+    return ScriptBatcher(client, ("collect_results",))

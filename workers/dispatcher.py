@@ -55,9 +55,10 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from barrierflow.broker.batching import ScriptBatcher
 from barrierflow.broker.connection import RedisOptions, async_client
 from barrierflow.broker.per_loop import PerLoop
-from barrierflow.broker.results import ResultKeys, ResultReader
+from barrierflow.broker.results import ResultKeys, ResultReader, results_batcher
 from barrierflow.broker.worker_registry import WorkerEntry, WorkerRegistry
 from barrierflow.engine import codec
 from barrierflow.engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
@@ -94,6 +95,9 @@ MAX_CHECK_INTERVAL = 600.0
 FALLBACK_SLOTS = 2
 #: Seconds a read of the worker registry is reused for planning.
 REGISTRY_CACHE = 2.0
+#: Leases (instance, token, epoch) remembered as seen in the dispatcher's Redis: one check per run, not per
+#: superstep, while up to this many runs go through the dispatcher at once.
+VERIFIED_KEPT = 4096
 
 
 def plan_tasks(batches: list[ExecutorBatch], k: int) -> list[list[ExecutorBatch]]:
@@ -180,14 +184,15 @@ class CeleryDispatcher(Dispatcher):
         self.claim_ttl = claim_ttl
         self.max_attempts = max_attempts
         self.result_ttl = result_ttl
-        self._verified: tuple[str, str, int] | None = None  # (instance, token, epoch) seen in this Redis
+        self._verified: dict[tuple[str, str, int], None] = {}  # (instance, token, epoch) seen, oldest first
         self.registry_prefix = conf.get("barrierflow_prefix") or DEFAULT_PREFIX
         self._live: tuple[float, list[WorkerEntry]] | None = None  # (when, workers) of the last registry read
         self._last_slots = 0
         self.pack_size = max(1, pack_size or conf.get("barrierflow_pack_size") or DEFAULT_PACK_SIZE)
         self._packers: PerLoop[Packer] = PerLoop(
-            lambda: Packer(self._publish, self._pack_count, self.pack_size), _forget_packer
+            lambda: Packer(self._publish, self._pack_count, self.pack_size), _forget
         )
+        self._batchers: PerLoop[ScriptBatcher] = PerLoop(lambda: results_batcher(self._redis), _forget)
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -207,6 +212,7 @@ class CeleryDispatcher(Dispatcher):
     async def aclose(self) -> None:
         """Close the connections this dispatcher opened in the running loop (a store's are the store's)."""
         await self._packers.aclose()
+        await self._batchers.aclose()
         await self._owned.aclose()
 
     async def __aenter__(self) -> CeleryDispatcher:
@@ -263,7 +269,7 @@ class CeleryDispatcher(Dispatcher):
     async def run_superstep(
         self, executors: Mapping[str, Executor], work: SuperstepWork, emit: EventSink
     ) -> SuperstepResult:
-        reader = ResultReader(self._redis(), self._waiting())
+        reader = ResultReader(self._redis(), self._waiting(), self._batchers.get())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
         step = _Sent(work, keys, self._envelopes(work, await self.plan(work.batches)), emit)
@@ -279,8 +285,14 @@ class CeleryDispatcher(Dispatcher):
                     overdue = sorted(t for t in pending if step.check_at[t] <= now)
                     finished, ready = await self._check(reader, step, overdue, now)
                 else:
-                    finished = [t for t in await reader.wait(keys, due - now) if t in pending]
-                    ready = await reader.fetch(keys, finished)
+                    finished = [t for t in await reader.wait(keys, due - now, len(pending)) if t in pending]
+                    if finished and len(set(finished)) == len(pending):  # the last ones: read and clean up
+                        token = work.lease_token
+                        every = range(len(step.envelopes))
+                        ready = await reader.collect(keys, finished, every, token, self.result_ttl)
+                        step.collected = all(blob is not None for blob in ready)
+                    else:
+                        ready = await reader.fetch(keys, finished)
                 for task, blob in zip(finished, ready, strict=True):
                     if blob is None:  # deleted under us (cannot happen while we hold the lease): check it
                         step.check_at[task] = 0.0
@@ -291,7 +303,8 @@ class CeleryDispatcher(Dispatcher):
             return result
         finally:
             current = asyncio.current_task()
-            if current is None or not current.cancelling():  # cancelled: the records expire by their TTL
+            cancelled = current is not None and current.cancelling()  # then the records expire by their TTL
+            if not step.collected and not cancelled:
                 await self._discard(reader, step)
 
     async def _check(
@@ -472,7 +485,7 @@ class CeleryDispatcher(Dispatcher):
     async def _check_lease_visible(self, reader: ResultReader, keys: ResultKeys, work: SuperstepWork) -> None:
         """Once per run: do the workers' records land next to this run's lease? Otherwise they are fenced."""
         seen = (work.instance_id, work.lease_token, work.epoch)
-        if self._verified == seen:
+        if seen in self._verified:
             return
         if not await reader.lease_holds(keys, work.lease_token, work.epoch):
             if self._store is not None:
@@ -486,7 +499,9 @@ class CeleryDispatcher(Dispatcher):
                 "broker.RedisStore and build the dispatcher with CeleryDispatcher(app, store=that_store), or "
                 "make BARRIERFLOW_REDIS_URL / BARRIERFLOW_PREFIX match the store's"
             )
-        self._verified = seen
+        self._verified[seen] = None
+        if len(self._verified) > VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
 
     def _where(self) -> str:
         client = self._store.client if self._store is not None else self._client
@@ -500,8 +515,8 @@ async def _close_client(client: Redis) -> None:
     await client.aclose()
 
 
-async def _forget_packer(packer: Packer) -> None:
-    """A packer holds no connection (its sends go through the app's producer pool)."""
+async def _forget(value: object) -> None:
+    """Packers and batchers hold no connection of their own (they use the app's producer pool, the client)."""
 
 
 @dataclass(slots=True)
@@ -516,6 +531,7 @@ class _Sent:
     check_at: list[float] = field(default_factory=list)
     sent_at: float = 0.0
     warn_after: float = 0.0
+    collected: bool = False  # its keys were deleted with its last results (no discard needed)
 
     def start(self, now: float, interval: float) -> None:
         self.sends = [1] * len(self.envelopes)
