@@ -28,6 +28,11 @@ deletes the keys once the superstep is collected. Why each rule exists, as timel
   t=106, and the check at t=125 sees started=1 >= 1 sends, no claim, no result: send 2, then checks back off
   exponentially, and ``max_attempts`` sends fail the superstep. A duplicate copy of a running task finds the
   other copy's claim and neither runs nor touches it.
+* **Round trips.** A worker's pack of copies (``workers/tasks.py``) takes all its claims in one pipeline and
+  writes its results with their claim releases in another (``ResultWriter.claim_many``, ``Claims``). The
+  coordinator reads records and cleans up through ``collect_results.lua``, batched across its runs
+  (``broker/batching.py``): a superstep's last results are read, its keys deleted and the collected marker
+  set in one call.
 * **Nothing re-created after the barrier.** ``discard`` deletes the superstep's keys and leaves a marker
   ``<token>:<superstep>`` (the last superstep collected under that lease) that ``claim.lua`` and
   ``put_result.lua`` check with the lease: a late copy of a collected superstep, picked up while the same

@@ -15,6 +15,13 @@ outside its result record. Timeline of the case this protects against:
 The handlers' effects (state writes, messages, outputs) commit once, at the coordinator's barrier, from the one
 record that won. A copy that finds the record already written, another copy running, its superstep collected,
 or its run's lease gone, skips its handlers (``claim.lua``).
+
+A pack (``run_pack``, ``workers/packing.py``) carries copies of several runs' tasks that were ready together. It
+is only transport: each copy is claimed, fenced, run and written exactly as if it came alone, so one copy's
+ended lease or collected superstep skips that copy and the others run. What a pack saves is round trips: the
+claims of all its copies go out as one pipeline, and the results, with their claims' releases, as another
+(``broker/results.py``: ``Claims``), at most ``RESULT_FLUSH`` seconds after each copy finished. Its copies run
+one after another, so Celery's visibility timeout must exceed a whole pack's handler time.
 """
 
 from __future__ import annotations
