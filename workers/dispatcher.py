@@ -135,7 +135,8 @@ class CeleryDispatcher(Dispatcher):
     ``WorkflowError`` (``None``: no limit); the instance stays at the last barrier and ``run()`` retries it.
     ``result_ttl``: seconds the result records live at most (they are deleted once the superstep is
     collected). ``pack_size``: tasks of several runs sent in one Celery message at most (default
-    ``BARRIERFLOW_PACK_SIZE``, 64; 1 sends every task alone; see ``workers/packing.py``). Lifecycle: ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
+    ``BARRIERFLOW_PACK_SIZE``, 64; 1 sends every task alone; see ``workers/packing.py``). Lifecycle:
+    ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
     """
 
     def __init__(
