@@ -209,13 +209,14 @@ async def test_a_slow_copy_does_not_hold_back_the_results_of_the_copies_before_i
 # -- packs on real workers --------------------------------------------------------------------------------------
 
 
-def recording(dispatcher: CeleryDispatcher) -> list[int]:
-    """Record the size of every message the dispatcher publishes."""
+def recording(dispatcher: CeleryDispatcher, delay: float = 0.0) -> list[int]:
+    """Record the size of every message the dispatcher publishes (``delay``: a slow broker, each publish)."""
     sizes: list[int] = []
     publish = dispatcher._publish
 
     def spy(packs: list[list[bytes]]) -> None:
         sizes.extend(len(pack) for pack in packs)
+        time.sleep(delay)  # copies ready meanwhile go out together in the next publish
         publish(packs)
 
     dispatcher._publish = spy
@@ -254,11 +255,11 @@ async def test_a_pack_whose_worker_dies_is_sent_again_copy_by_copy_and_every_run
     victim_queue = victim = f"{celery_workers.queue}-packvictim"
     celery_workers.start(victim, queue=victim_queue)
     celery_workers.wait_ready([victim])
-    # one slot, one message per batch: the three runs' tally supersteps travel in one pack to the victim
+    # one slot, one message per publish: the runs' copies ready together travel in one pack to the victim
     dispatcher = CeleryDispatcher(
         store=redis_store, queue=victim_queue, slots=1, tasks_per_slot=1, redispatch_after=1.0, claim_ttl=0.6
     )
-    sizes = recording(dispatcher)
+    sizes = recording(dispatcher, delay=0.2)
     survivors = [celery_workers.node(name) for name in celery_workers.procs if name != victim]
     runs = [
         asyncio.ensure_future(
@@ -281,7 +282,7 @@ async def test_a_pack_whose_worker_dies_is_sent_again_copy_by_copy_and_every_run
             run.cancel()
         await dispatcher.aclose()
 
-    assert max(sizes) == 3  # the three runs' copies did travel together
+    assert max(sizes) >= 2  # copies of several runs did travel together
     for instance_id, result in zip(ids, results, strict=True):
         assert result.status is RunState.IDLE
         assert len(result.outputs) == len(set(result.outputs)) == 3 * len(flows.TALLIES)  # each output once
