@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import barrierflow._source_tree  # noqa: F401 - first: from a source checkout, finds the layers at its root
 from barrierflow.engine import *  # noqa: F403 - the facade re-exports the engine's public names
 from barrierflow.engine import __all__ as _engine_names
 

@@ -81,12 +81,17 @@ class StreamReader:
         self._wake()
 
     def detach(self, follower: Follower) -> None:
+        """Stop handing ``follower`` entries. The last follower of a stream takes the stream out of the
+        blocked ``XREAD`` at once (and the last follower of all ends it): a client that went away leaves
+        no read blocked on its behalf for the rest of the block time."""
         follower.attached = False
         followers = self._followers.get(follower.key)
         if followers is not None:
             followers.discard(follower)
             if not followers:
                 del self._followers[follower.key]
+                if self._task is not None and not self._task.done():
+                    self._wake()
 
     def _wake(self) -> None:
         """Make the loop re-read its set of streams now (interrupting a blocked ``XREAD``)."""

@@ -33,13 +33,15 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from barrierflow.engine import codec
 from barrierflow.engine.builder import WorkflowBuilder
 from barrierflow.engine.checkpoint import instance_of
-from barrierflow.engine.errors import RunCancelledError, WorkflowRunInProgressError
+from barrierflow.engine.checkpoint_format import CheckpointSummary, summarize_head
+from barrierflow.engine.errors import CheckpointDecodeError, RunCancelledError, WorkflowRunInProgressError
 from barrierflow.engine.events import EventType, RunResult, RunState, WorkflowEvent, request_info_event
 from barrierflow.engine.graph import Graph
 from barrierflow.engine.registry import registered_workflows, workflow_graph
@@ -85,6 +87,15 @@ class _LoopState:
     async def aclose(self) -> None:
         await self.waiters.aclose()
         await self.reader.aclose()
+
+
+@dataclass(slots=True)
+class _Submission:
+    """A checked run and the arguments of its ``rq_submit`` call."""
+
+    ticket: RunTicket
+    keys: list[str]
+    args: list[Any]
 
 
 class RunQueue:
@@ -192,6 +203,52 @@ class RunQueue:
         unless given (a ``checkpoint_id`` names its own). ``strategy="reject"``: raise
         ``WorkflowRunInProgressError`` instead of queueing when the instance has a queued or running run.
         """
+        submission = self._submission(
+            workflow, message, instance_id, responses, checkpoint_id, strategy, metadata
+        )
+        await self._enqueue(submission)
+        return submission.ticket
+
+    async def submit_and_wait(
+        self, workflow: Any, message: Any = None, *, timeout: float | None, **options: Any
+    ) -> tuple[RunTicket, RunInfo | None]:
+        """``submit`` (same ``options``), then the run's record once it ended, or ``None`` if it has not ended
+        within ``timeout`` seconds (it goes on).
+
+        One round trip fewer than ``submit`` then ``wait_ended``: the waiter is registered before the run
+        exists, so no end can be missed and nothing needs reading until the end's notice arrives.
+        """
+        submission = self._submission(workflow, message, **options)
+        run_id = submission.ticket.run_id
+        waiters = self._state().waiters
+        start = time.monotonic()
+        future = await waiters.watch(run_id)
+        try:
+            await self._enqueue(submission)
+            try:
+                async with asyncio.timeout(timeout):
+                    await future
+            except TimeoutError:
+                return submission.ticket, None
+        finally:
+            waiters.forget(run_id, future)
+        remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        try:  # the notice said it ended (or the subscription was re-made: then this waits on)
+            return submission.ticket, await self.wait_ended(run_id, timeout=remaining)
+        except TimeoutError:
+            return submission.ticket, None
+
+    def _submission(
+        self,
+        workflow: Any,
+        message: Any = None,
+        instance_id: str | None = None,
+        responses: Mapping[str, Any] | None = None,
+        checkpoint_id: str | None = None,
+        strategy: str = "enqueue",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> _Submission:
+        """A run, checked and named, ready to be queued (nothing is sent to Redis yet)."""
         if strategy not in ("enqueue", "reject"):
             raise ValueError(f"strategy must be 'enqueue' or 'reject', not {strategy!r}")
         if message is not None and checkpoint_id is not None:
@@ -214,35 +271,38 @@ class RunQueue:
             if not start.can_handle(message):
                 raise TypeError(f"start executor {start.id!r} has no handler for {type(message).__name__}")
         run_id, run_hex = new_run_id(instance_id)
-        data = encode_input(message, dict(responses or {}), checkpoint_id)
-        meta = codec.encode(dict(metadata)) if metadata else b""
-        keys, now = self.keys, _now_ms()
+        keys = self.keys
+        return _Submission(
+            RunTicket(run_id, instance_id),
+            [
+                keys.run_queue(instance_id),
+                keys.run_sched(instance_id),
+                keys.run_record(instance_id, run_hex),
+                keys.events(instance_id),
+                keys.lock(instance_id),
+                self.ready_key,
+                keys.queue_key("instances"),
+            ],
+            [
+                instance_id,
+                run_hex,
+                run_id,
+                1 if strategy == "reject" else 0,
+                name,
+                graph.signature if graph is not None else "",
+                encode_input(message, dict(responses or {}), checkpoint_id),
+                codec.encode(dict(metadata)) if metadata else b"",
+                0,  # the submission time, set when sent
+                self.instances_index_max,
+                keys.base(instance_id),
+            ],
+        )
+
+    async def _enqueue(self, submission: _Submission) -> None:
+        instance_id = submission.ticket.instance_id
+        submission.args[8] = _now_ms()
         with _redis_errors("submit", instance_id):
-            reply = await self.call(
-                "rq_submit",
-                [
-                    keys.run_queue(instance_id),
-                    keys.run_sched(instance_id),
-                    keys.run_record(instance_id, run_hex),
-                    keys.events(instance_id),
-                    keys.lock(instance_id),
-                    self.ready_key,
-                    keys.queue_key("instances"),
-                ],
-                [
-                    instance_id,
-                    run_hex,
-                    run_id,
-                    1 if strategy == "reject" else 0,
-                    name,
-                    graph.signature if graph is not None else "",
-                    data,
-                    meta,
-                    now,
-                    self.instances_index_max,
-                    keys.base(instance_id),
-                ],
-            )
+            reply = await self.call("rq_submit", submission.keys, submission.args)
         if reply[0] == 0:
             busy = reply[1].decode()
             what = (
@@ -252,7 +312,6 @@ class RunQueue:
                 f"instance {instance_id!r} is busy ({what} is queued or running); strategy='reject' refused "
                 "the submission"
             )
-        return RunTicket(run_id, instance_id)
 
     # -- read ------------------------------------------------------------------------------------------------
 
@@ -285,6 +344,12 @@ class RunQueue:
         A failed run raises its typed error (``ExecutorFailedError``, ...), a cancelled one
         ``RunCancelledError``; ``TimeoutError`` when it has not ended within ``timeout`` seconds.
         """
+        async with asyncio.timeout(timeout):
+            return await self._outcome(await self.wait_ended(run_id))
+
+    async def wait_ended(self, run_id: str, timeout: float | None = None) -> RunInfo:
+        """The run's record once it ended (whatever the outcome: nothing raised for a failed run), without
+        polling; ``TimeoutError`` when it has not ended within ``timeout`` seconds."""
         waiters = self._state().waiters
         async with asyncio.timeout(timeout):
             while True:
@@ -292,7 +357,7 @@ class RunQueue:
                 try:
                     info = await self.get(run_id)
                     if info.ended:
-                        return await self._outcome(info)
+                        return info
                     await future
                 finally:
                     waiters.forget(run_id, future)
@@ -368,23 +433,21 @@ class RunQueue:
                 active, queued, owner, latest, last_done, score = await pipe.execute()
         if not latest and not active and not queued and not last_done:
             raise LookupError(f"no instance {instance_id!r} here (no checkpoint and no run)")
-        checkpoint = await self.store.load_checkpoint(latest[0].decode()) if latest else None
-        last_run = None
-        if last_done:
-            with contextlib.suppress(LookupError):
-                last_run = await self.get(f"{instance_id}@{last_done.decode()}")
+        checkpoint = await self._latest_view(latest[0].decode()) if latest else None
+        last_run = await self._summary(f"{instance_id}@{last_done.decode()}") if last_done else None
         holder = _json(owner)
         status = _instance_status(checkpoint, active or holder, last_run)
-        pending = (
-            {rid: request_info_event(r) for rid, r in checkpoint.pending_requests.items()}
-            if checkpoint
-            else {}
-        )
+        pending = {
+            rid: request_info_event(r) if r is not None else _undecoded_request(rid, checkpoint)
+            for rid, r in (checkpoint.pending_requests.items() if checkpoint else ())
+        }
         name = checkpoint.workflow_name if checkpoint else None
         if name is None and (active or queued):
             first = (active or queued[0]).decode()
-            with contextlib.suppress(LookupError):
-                name = (await self.get(f"{instance_id}@{first}")).workflow_name
+            summary = await self._summary(f"{instance_id}@{first}")
+            name = summary.workflow_name if summary else None
+        if name is None and last_run is not None:
+            name = last_run.workflow_name or None
         return InstanceInfo(
             instance_id=instance_id,
             workflow_name=name,
@@ -397,6 +460,31 @@ class RunQueue:
             holder=holder,
             updated_at=_from_ms(score),
         )
+
+    async def _summary(self, run_id: str) -> RunInfo | None:
+        """A run's record without its outputs and requests (``None`` when it expired).
+
+        What ``instance()`` needs of a run is plain (state, status, checkpoint id); its outputs may hold types
+        this process never imported, and must not make a listing fail.
+        """
+        with _redis_errors("get", split_run_id(run_id)[0]):
+            [found] = await self._records([run_id])
+        return run_info(run_id, *found, full=False) if found[0] else None
+
+    async def _latest_view(self, checkpoint_id: str) -> Any:
+        """The instance's latest checkpoint; its plain summary when this process cannot decode its values.
+
+        A listing of instances (``runs list``, the HTTP API, the page) must not fail because one instance's
+        state holds a type this process never imported: its status, superstep and request ids are plain
+        fields of the head, readable anyway.
+        """
+        try:
+            return await self.store.load_checkpoint(checkpoint_id)
+        except CheckpointDecodeError as exc:
+            record = await self.store.read_record(checkpoint_id)
+            if record is None:
+                raise
+            return _UndecodedCheckpoint(summarize_head(record[0]), str(exc))
 
     # -- events ----------------------------------------------------------------------------------------------
 
@@ -414,20 +502,22 @@ class RunQueue:
             current = await client.hget(record, "state")
             return current is None or current.decode() in ENDED
 
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             after.decode(),
             live=True,
             at_tail=ended,
-        ):
-            event = decode_event(instance_id, entry_id, entry)
-            if event.run_id != run_id:
-                continue
-            yield event
-            if event.type == EventType.RUN_ENDED:
-                return
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                event = decode_event(instance_id, entry_id, entry)
+                if event.run_id != run_id:
+                    continue
+                yield event
+                if event.type == EventType.RUN_ENDED:
+                    return
 
     async def events(
         self, instance_id: str, after: str | None = None, follow: bool = True
@@ -436,14 +526,16 @@ class RunQueue:
         the following ones, no gap and no duplicate; then, with ``follow``, new ones as they are written."""
         cursor = "0-0" if after is None else after
         parse_id(cursor)
-        async for entry_id, entry in follow_stream(
+        entries = follow_stream(
             self.store.client,
             lambda: self._state().reader,
             self.keys.events(instance_id),
             cursor,
             live=follow,
-        ):
-            yield decode_event(instance_id, entry_id, entry)
+        )
+        async with contextlib.aclosing(entries):  # closed with this iterator, not when collected
+            async for entry_id, entry in entries:
+                yield decode_event(instance_id, entry_id, entry)
 
     # -- listings --------------------------------------------------------------------------------------------
 
@@ -555,15 +647,33 @@ def _json(raw: bytes | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else {"raw": value}
 
 
+class _UndecodedCheckpoint:
+    """What ``instance()`` needs of a checkpoint, from its summary (values of unknown types stay opaque)."""
+
+    def __init__(self, summary: CheckpointSummary, why: str) -> None:
+        self.checkpoint_id, self.superstep = summary.checkpoint_id, summary.superstep
+        self.workflow_name, self.why = summary.workflow_name, why
+        self.messages = range(summary.queued_messages)
+        self.pending_requests: dict[str, None] = dict.fromkeys(summary.pending_request_ids)
+
+
+def _undecoded_request(request_id: str, checkpoint: _UndecodedCheckpoint) -> WorkflowEvent:
+    """A pending request whose data this process cannot decode: its id, and why its data is missing."""
+    return WorkflowEvent(
+        EventType.REQUEST_INFO, None, request_id=request_id, details={"undecoded": checkpoint.why}
+    )
+
+
 def _instance_status(checkpoint: Any, busy: Any, last_run: RunInfo | None) -> RunState:
     if busy:
         return RunState.IN_PROGRESS
     ended_here = last_run is not None and last_run.status is not None and last_run.state != CANCELLED
     if ended_here and (checkpoint is None or last_run.checkpoint_id == checkpoint.checkpoint_id):
         return last_run.status
-    if checkpoint is None:
-        return RunState.IDLE
+    failed = last_run is not None and last_run.state == FAILED
+    if checkpoint is None:  # no run reached its first checkpoint (e.g. its coordinator lacked the workflow)
+        return RunState.FAILED if failed else RunState.IDLE
     if checkpoint.messages:
         # work left at a barrier that no run is continuing: a failed (or cancelled) run's
-        return RunState.FAILED if last_run is not None and last_run.state == FAILED else RunState.IN_PROGRESS
+        return RunState.FAILED if failed else RunState.IN_PROGRESS
     return RunState.IDLE_WITH_PENDING_REQUESTS if checkpoint.pending_requests else RunState.IDLE

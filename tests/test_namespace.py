@@ -18,7 +18,18 @@ import pytest
 import barrierflow
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("redis", "celery", "kombu", "fakeredis", "barrierflow.broker", "barrierflow.workers")
+HEAVY = (
+    "redis",
+    "celery",
+    "kombu",
+    "fakeredis",
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "barrierflow.broker",
+    "barrierflow.workers",
+    "barrierflow.server",
+)
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -28,7 +39,7 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_embedded_use_and_the_cli_never_import_redis_or_celery(tmp_path: Path) -> None:
+def test_embedded_use_and_the_cli_never_import_redis_celery_or_the_server(tmp_path: Path) -> None:
     result = _python(
         f"""
         import asyncio, json, sys

@@ -21,16 +21,26 @@ from tests.cli_worker import start_cli_worker
 from tests.conftest import delete_prefix
 
 BLOCK = re.compile(r"^```python\n# (?P<name>[\w.]+\.py)\n(?P<code>.*?)^```", re.MULTILINE | re.DOTALL)
+#: Shell sessions that run as written too: a ```bash block whose first line names its file (``# x.sh``).
+SHELL_BLOCK = re.compile(r"^```bash\n# (?P<name>[\w.]+\.sh)\n(?P<code>.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def readme_blocks() -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
     blocks = {m["name"]: f"# {m['name']}\n{m['code']}" for m in BLOCK.finditer(text)}
     assert text.count("```python") == len(blocks), "every ```python block starts with '# <file>.py'"
+    blocks.update({m["name"]: f"# {m['name']}\n{m['code']}" for m in SHELL_BLOCK.finditer(text)})
     return blocks
 
 
-CHECKED = {"hello_flow.py", "coordinator.py", "test_hello_flow.py", "resilient_flow.py", "submit_jobs.py"}
+CHECKED = {
+    "hello_flow.py",
+    "coordinator.py",
+    "test_hello_flow.py",
+    "resilient_flow.py",
+    "submit_jobs.py",
+    "http_session.sh",
+}
 
 
 def test_every_block_is_checked() -> None:
@@ -137,3 +147,73 @@ def test_submit_jobs_gets_its_result_from_a_coordinator(
     [promised] = re.findall(r"print\(.*\)  # (.*)$", code, re.MULTILINE)
     assert printed == promised == "idle 2"
     delete_prefix(redis_url, real_redis_prefix)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_curl_session_runs_against_serve_and_a_coordinator(
+    blocks_dir: Path, redis_url: str, real_redis_prefix: str
+) -> None:
+    """The README's curl session, as written, against the two commands it shows (on a port and prefix of this
+    test's own)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "BARRIERFLOW_REDIS_URL": redis_url,
+        "BARRIERFLOW_PREFIX": real_redis_prefix,
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("BARRIERFLOW_API_TOKEN", None)
+    commands = [
+        [*barrierflow_argv(), "coordinator", "--import", "examples.approval_flow"],
+        [*barrierflow_argv(), "serve", "--import", "examples.approval_flow", "--port", str(port)],
+    ]
+    procs = [
+        subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for argv in commands
+    ]
+    try:
+        api = f"http://127.0.0.1:{port}"
+        _wait_for(f"{api}/api/health")
+        result = subprocess.run(
+            ["bash", "-eu", "http_session.sh"],  # no pipefail: the last curl ends by its --max-time
+            cwd=blocks_dir,
+            env={**env, "API": api},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    events = [line for line in lines if line.startswith("event: ")]
+    assert events[0] == "event: started" and events[-1] == "event: run_ended", lines
+    assert "event: request_info" in events
+    assert "idle_with_pending_requests" in lines
+    [outputs] = [line for line in lines if line.startswith("[{")]
+    assert "'published': True" in outputs and "'topic': 'release notes'" in outputs
+    assert int(lines[-1]) >= 10  # the instance's events: both runs'
+    delete_prefix(redis_url, real_redis_prefix)
+
+
+def _wait_for(url: str, timeout: float = 30) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -95,11 +95,17 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
         if not line.startswith(("../", dist_info.name))
     }
     assert top_level == {"barrierflow"}
+    shipped = (dist_info / "RECORD").read_text()
+    for asset in ("index.html", "js/main.js", "vendor/mermaid/mermaid.min.js", "vendor/mermaid/LICENSE"):
+        assert f"barrierflow/server/static/{asset}," in shipped, f"the page's {asset} is not in the wheel"
     no_generic = "import importlib.util as u; print([n for n in ('engine', 'broker', 'workers', 'examples', 'barrierflow_cli') if u.find_spec(n)])"
     assert (
         _run([str(installed / "python"), "-c", no_generic], cwd=dist_info.parent.parent).stdout.strip()
         == "[]"
     )
+
+    serves = "import barrierflow.server as s; print(type(s.create_app()).__name__)"  # a plain install serves
+    assert _run([str(installed / "python"), "-c", serves], cwd=app_dir).stdout.strip() == "FastAPI"
 
     barrierflow = [str(installed / "barrierflow")]
     text = ["run", "examples.text_pipeline:text_pipeline", "--input", '"hello"', "--json"]
@@ -129,6 +135,21 @@ def test_the_wheel_installs_one_package_and_runs_embedded_and_distributed(
     assert records[-1]["outputs"] == ["OLLEH"]
     assert {r["executor_id"] for r in records if r["type"] == "executor_invoked"} == {"upper", "reverse"}
     delete_prefix(redis_url, real_redis_prefix)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_python_started_in_the_checkout_imports_the_checkouts_package(installed: Path) -> None:
+    """The README runs the examples and its scripts from the checkout with a plain ``pip install .``: there the
+    checkout's ``barrierflow/`` folder shadows the installed package, and its layers live at the root."""
+    env = {**os.environ, "PYTHONPATH": ""}
+    script = _run([str(installed / "python"), "-m", "examples.text_pipeline"], cwd=ROOT, env=env)
+    assert script.stdout.splitlines()[-1] == "OLLEH"
+    where = "import barrierflow.broker, barrierflow.workers as w; print(w.__file__, w.app.main)"
+    assert _run([str(installed / "python"), "-c", where], cwd=ROOT, env=env).stdout.split() == [
+        str(ROOT / "workers" / "__init__.py"),
+        "barrierflow",
+    ]
 
 
 @pytest.mark.slow

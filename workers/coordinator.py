@@ -255,7 +255,7 @@ class Coordinator:
             stopping.cancel()
             failed = next((t for t in helpers if t.done() and not t.cancelled() and t.exception()), None)
             self._stopping = True
-            await self._hand_back_all()
+            await self._hand_back_all(helpers[0])
             await cancels.aclose()
             if failed is not None:  # a bug, not a Redis outage (those are retried): stop loudly
                 raise failed.exception()  # type: ignore[misc]
@@ -282,12 +282,20 @@ class Coordinator:
             installed.append(sig)
         return installed
 
-    async def _hand_back_all(self) -> None:
-        """Stop every run at its next barrier and hand it back, within ``shutdown_grace``."""
+    async def _hand_back_all(self, intake: asyncio.Task[None]) -> None:
+        """Stop every run at its next barrier and hand it back, within ``shutdown_grace``.
+
+        The intake ends first: its last read of the queue may still be blocked in Redis, and a run handed back
+        under a fresh ready entry would be delivered to that read. Cancelled after the delivery, the read would
+        leave the entry in this leaving consumer's pending list, where only a sweep finds it a lease TTL later;
+        ended normally, the intake gives back what it read.
+        """
         deadline = time.monotonic() + self.shutdown_grace
         margin = min(5.0, self.shutdown_grace / 4)
         for slot in list(self._slots.values()):
             slot.stop(HANDBACK)
+        if not intake.done():
+            await asyncio.wait([intake], timeout=max(0.1, deadline - margin - time.monotonic()))
         drivers = [s.task for s in self._slots.values() if s.task is not None]
         if drivers:
             await asyncio.wait(drivers, timeout=max(0.0, deadline - margin - time.monotonic()))

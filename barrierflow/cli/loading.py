@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
 import pkgutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from barrierflow.engine import WorkflowBuilder
 from barrierflow.engine.registry import registered_workflows
+from barrierflow.json_io import JsonInputError, from_json, type_name
 
 from .errors import CliError
 
@@ -185,25 +185,11 @@ def parse_responses(items: Iterable[str]) -> dict[str, Any]:
 
 
 def coerce_answer(value: Any, response_type: Any) -> Any:
-    """Fit a JSON value to the type a request asked for: objects to dataclasses/models, ints to floats."""
-    if not isinstance(response_type, type):
-        return value
-    if isinstance(value, Mapping) and dataclasses.is_dataclass(response_type):
-        try:
-            return response_type(**value)
-        except TypeError as exc:
-            raise CliError(f"the answer does not fit {response_type.__name__}: {exc}") from None
-    validate = getattr(response_type, "model_validate", None)
-    if isinstance(value, Mapping) and validate is not None:
-        try:
-            return validate(value)
-        except Exception as exc:
-            raise CliError(f"the answer does not fit {response_type.__name__}: {exc}") from None
-    if response_type is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if response_type is tuple and isinstance(value, list):
-        return tuple(value)
-    return value
+    """Fit a JSON answer to the type its request asked for (``barrierflow.json_io.from_json``)."""
+    try:
+        return from_json(value, response_type, "the answer")
+    except JsonInputError as exc:
+        raise CliError(f"{exc} (the request asked for {type_name(response_type)})") from None
 
 
 def example_answer(response_type_name: str | None) -> str:

@@ -20,7 +20,7 @@ import typer
 
 from barrierflow.engine import RunState, Store, Workflow, WorkflowBuilder
 
-from . import backends, queue_commands
+from . import backends, queue_commands, serve_command
 from .backends import RedisTarget
 from .errors import (
     EXIT_CODES_HELP,
@@ -71,6 +71,7 @@ checkpoints_app = typer.Typer(
 )
 app.add_typer(checkpoints_app, name="checkpoints")
 queue_commands.register(app)
+app.command(epilog=EXIT_CODES_HELP)(serve_command.serve)
 
 #: Always given to `celery worker` by `barrierflow worker` (why: the command's docstring).
 WORKER_FLAGS = ("--without-mingle", "--without-gossip")

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from barrierflow import records
 from barrierflow.engine import EventType, RunResult, RunState, WorkflowEvent
 
 from . import backends
@@ -422,16 +423,17 @@ def runs_list(
     prefix: Prefix = backends.DEFAULT_PREFIX,
     debug: Debug = False,
 ) -> None:
-    """Runs, most recently submitted first."""
+    """Runs, most recently submitted first (summaries: `runs show RUN_ID` has the outputs and requests)."""
     start(debug, json_output)
     with reported():
         with_imports(imports)
         infos = asyncio.run(
             _on_queue(redis, prefix, lambda q: q.list_runs(instance_id=instance, state=state, limit=limit))
         )
-        if json_output:
-            for info in infos:
-                print(dumps(run_record(info)))
+        if json_output or not sys.stdout.isatty():
+            for info in infos:  # summaries: without the outputs and requests they never loaded (not "none")
+                summary = {k: v for k, v in run_record(info).items() if k not in SUMMARY_OMITS}
+                print(dumps(summary))
             return
         console = new_console()
         if not infos:
@@ -442,7 +444,8 @@ def runs_list(
         from rich.table import Table
 
         table = Table(title="runs (newest first)")
-        for column in ("run", "workflow", "state", "status", "submitted", "attempts", "coordinator"):
+        table.add_column("run", no_wrap=True)  # whole: `runs show|wait|cancel` need it
+        for column in ("workflow", "state", "status", "submitted", "attempts", "coordinator"):
             table.add_column(column, overflow="fold")
         for info in infos:
             table.add_row(
@@ -504,36 +507,20 @@ async def _on_queue(redis: str | None, prefix: str, work: Any) -> Any:
         return await work(queue)
 
 
+#: What ``RunQueue.list_runs`` leaves empty, so ``runs list`` leaves it out rather than print it empty.
+SUMMARY_OMITS = ("outputs", "pending_requests")
+
+
 def run_record(info: Any) -> dict[str, Any]:
-    """A ``RunInfo`` as the JSON line ``runs show``/``list`` print (``type: "run"``)."""
-    return {
-        "type": "run",
-        "run_id": info.run_id,
-        "instance_id": info.instance_id,
-        "workflow_name": info.workflow_name,
-        "state": info.state,
-        "status": info.status.value if info.status else None,
-        "submitted_at": _iso(info.submitted_at),
-        "started_at": _iso(info.started_at),
-        "finished_at": _iso(info.finished_at),
-        "attempts": info.attempts,
-        "coordinator": info.coordinator,
-        "checkpoint_id": info.checkpoint_id,
-        "outputs": jsonable(info.outputs),
-        "pending_requests": {rid: jsonable(event.data) for rid, event in info.pending_requests.items()},
-        "error": jsonable(info.error),
-        "metadata": jsonable(info.metadata),
-    }
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    """A ``RunInfo`` as the JSON line ``runs show``/``list`` print (``type: "run"``; each pending request as
+    its data)."""
+    record = {"type": "run", **records.run_record(info)}
+    record["pending_requests"] = {rid: jsonable(event.data) for rid, event in info.pending_requests.items()}
+    return record
 
 
 def _event_line(event: WorkflowEvent) -> dict[str, Any]:
-    from .render import event_record
-
-    return event_record(event)
+    return records.event_record(event)
 
 
 def _event_text(event: WorkflowEvent) -> str:

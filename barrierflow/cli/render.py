@@ -6,69 +6,14 @@ pydantic models become objects, enums their values, datetimes ISO strings, and a
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
-import math
 import sys
 from collections.abc import Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any, TextIO
-from uuid import UUID
 
 from barrierflow.engine import EventType, RunResult, RunState, WorkflowEvent
-
-_MAX_DEPTH = 40
-
-
-def jsonable(value: Any, _depth: int = 0) -> Any:
-    """``value`` as something ``json.dumps`` accepts, never raising."""
-    if _depth > _MAX_DEPTH:
-        return repr(value)
-    if isinstance(value, enum.Enum):
-        return jsonable(value.value, _depth + 1)
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name, None), _depth + 1) for f in dataclasses.fields(value)}
-    dump = getattr(value, "model_dump", None)
-    if dump is not None and not isinstance(value, type):
-        try:
-            return jsonable(dump(mode="json"), _depth + 1)
-        except Exception:
-            return repr(value)
-    if isinstance(value, Mapping):
-        return {
-            k if isinstance(k, str) else str(jsonable(k, _depth + 1)): jsonable(v, _depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [jsonable(v, _depth + 1) for v in value]
-    if isinstance(value, set | frozenset):
-        return [jsonable(v, _depth + 1) for v in sorted(value, key=repr)]
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, UUID | Decimal):
-        return str(value)
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, type):
-        return value.__qualname__
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return repr(value)
-
-
-def event_record(event: WorkflowEvent) -> dict[str, Any]:
-    record: dict[str, Any] = {"type": event.type}
-    for name in ("data", "executor_id", "superstep", "request_id", "details", "run_id", "event_id"):
-        value = getattr(event, name)
-        if value is not None:
-            record[name] = jsonable(value)
-    return record
+from barrierflow.json_io import jsonable
+from barrierflow.records import event_record
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -172,7 +172,7 @@ def test_wrong_answers_are_refused_before_anything_runs(cli: CliRunner, opts: li
         app, ["run", APPROVAL, "--instance", "w1", *opts, "--respond", f'{request_id}="yes"']
     )
     assert wrong_type.exit_code == 2
-    assert "must be bool, not str" in wrong_type.stderr
+    assert "expected bool, got a string" in wrong_type.stderr
 
     no_instance = cli.invoke(app, ["run", APPROVAL, *opts, "--respond", f"{request_id}=true"])
     assert no_instance.exit_code == 2

@@ -47,8 +47,8 @@ def is_usage_error(exc: BaseException) -> bool:
 
 def test_services_and_the_shared_image(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "coordinator", "demo", "cli"}
-    ours = [services[name] for name in ("worker", "coordinator", "demo", "cli")]
+    assert set(services) == {"redis", "worker", "coordinator", "api", "demo", "cli"}
+    ours = [services[name] for name in ("worker", "coordinator", "api", "demo", "cli")]
     assert {s["build"] for s in ours} == {"."} and len({s["image"] for s in ours}) == 1
     for scalable in (services["worker"], services["coordinator"]):  # or --scale ...=N would clash
         assert "container_name" not in scalable and "ports" not in scalable
@@ -82,7 +82,7 @@ def test_every_service_has_a_healthcheck(compose: dict) -> None:
 
 
 def test_the_workers_and_coordinator_wait_for_a_healthy_redis(compose: dict) -> None:
-    for name in ("worker", "coordinator", "demo"):
+    for name in ("worker", "coordinator", "api", "demo"):
         assert compose["services"][name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
@@ -109,6 +109,24 @@ def test_service_commands_exist_in_the_cli(compose: dict) -> None:
     assert "--wait" in demo_argv and demo_argv[2] == "document_pipeline"
     cli_argv = argv_of(compose["services"]["cli"]["command"])
     assert check_cli_accepts(cli_argv).name == "runs"
+
+
+def test_the_api_service_serves_the_same_workflows_on_the_host_loopback(compose: dict) -> None:
+    api = compose["services"]["api"]
+    argv = argv_of(api["command"])
+    assert check_cli_accepts(argv).name == "serve"
+    worker_argv = argv_of(compose["services"]["worker"]["command"])
+    imports = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--import"]
+    assert imports == [worker_argv[i + 1] for i, arg in enumerate(worker_argv) if arg == "--import"]
+    # inside its container it must listen beyond loopback to be reachable; the host publishes it on 127.0.0.1 only
+    assert argv[argv.index("--host") + 1] == "0.0.0.0" and argv[argv.index("--port") + 1] == "8000"
+    assert api["ports"] == ["127.0.0.1:${BARRIERFLOW_API_PORT:-8000}:8000"]
+    assert api["environment"]["BARRIERFLOW_API_TOKEN"] == "${BARRIERFLOW_API_TOKEN:-}"
+    assert "BARRIERFLOW_REDIS_URL" in api["environment"] and "BARRIERFLOW_PREFIX" in api["environment"]
+    check = api["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"] and "curl" not in " ".join(check)  # no curl in the image
+    assert "http://127.0.0.1:8000/api/health" in check[3] and "BARRIERFLOW_API_TOKEN" in check[3]
+    compile(check[3], "healthcheck", "exec")
 
 
 def test_the_demo_runs_the_instance_the_readme_inspects(compose: dict) -> None:

@@ -37,7 +37,10 @@ def side_channel(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
 
 @pytest.fixture
 async def qstore(redis_url: str, real_redis_prefix: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=3.0)
+    # named after its prefix: a test counting connections must not count other processes' on the shared Redis
+    store = RedisStore.from_url(
+        redis_url, prefix=real_redis_prefix, lock_ttl=3.0, client_name=real_redis_prefix
+    )
     yield store
     await store.aclose()
 

@@ -66,6 +66,9 @@ def test_submit_wait_follow_show_list_cancel_and_watch(
     )
     listed = json_lines(cli(redis_url, real_redis_prefix, "runs", "list", "--json").stdout)
     assert [r["run_id"] for r in listed] == [lines[0]["run_id"], submitted["run_id"]]
+    assert "outputs" not in listed[0] and listed[0]["state"] == "completed"  # a summary: `runs show` has them
+    piped = cli(redis_url, real_redis_prefix, "runs", "list")  # not a terminal: JSON lines, ids whole
+    assert [r["run_id"] for r in json_lines(piped.stdout)] == [r["run_id"] for r in listed]
     listed = json_lines(
         cli(redis_url, real_redis_prefix, "runs", "list", "--state", "failed", "--json").stdout
     )

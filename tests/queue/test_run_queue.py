@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from barrierflow.broker import RunQueue
+from barrierflow.broker import RedisStore, RunQueue
 from barrierflow.engine import EventType, MemoryStore, RunState
 from barrierflow.engine.errors import (
     ExecutorFailedError,
@@ -218,6 +218,8 @@ async def test_an_unknown_workflow_fails_its_run_and_the_coordinator_goes_on(run
         await runs.wait(ticket.run_id, timeout=30)
     info = await runs.get(ticket.run_id)
     assert info.state == "failed" and info.error["type"] == "WorkflowError"
+    instance = await runs.instance(ticket.instance_id)  # no checkpoint was ever written: the run says it all
+    assert instance.status is RunState.FAILED and instance.workflow_name == "no_such_workflow"
     ok = await runs.submit("bfw_loop", 5)
     assert (await runs.wait(ok.run_id, timeout=30)).status is RunState.IDLE
 
@@ -359,7 +361,66 @@ async def test_many_followers_of_one_instance_share_one_reader(runs, coordinator
     results = await asyncio.wait_for(asyncio.gather(*followers), 60)
     assert len({tuple(r) for r in results}) == 1 and len(results[0]) > 20
     clients = await runs.store.client.client_list()
-    assert sum(1 for c in clients if c.get("cmd") == "xread") <= 1
+    mine = [c for c in clients if c.get("name") == runs.keys.prefix]  # not other processes' on this Redis
+    assert mine and sum(1 for c in mine if c.get("cmd") == "xread") <= 1
+
+
+async def test_submit_and_wait(runs, coordinators) -> None:
+    instance = f"{runs.keys.prefix}-sw"
+    ticket, info = await runs.submit_and_wait("q_append", {"n": 1}, instance_id=instance, timeout=0.3)
+    assert info is None and (await runs.get(ticket.run_id)).state == "queued"  # no coordinator yet
+    await coordinators()
+    second, info = await runs.submit_and_wait("q_append", {"n": 2}, instance_id=instance, timeout=30)
+    assert info.run_id == second.run_id and info.state == "completed" and info.outputs == [[1, 2]]
+    assert not runs._state().waiters._waiting  # no waiter left behind, ended or timed out
+    slow, _ = await runs.submit_and_wait("q_append", {"n": 3, "delay": 5}, instance_id=instance, timeout=0.1)
+    with pytest.raises(WorkflowRunInProgressError):
+        await runs.submit_and_wait("q_append", {"n": 4}, instance_id=instance, strategy="reject", timeout=5)
+    assert not runs._state().waiters._waiting
+    assert await runs.cancel(slow.run_id)
+
+
+async def test_a_follower_that_leaves_frees_the_shared_reader_at_once(runs, qstore) -> None:
+    """Closing an ``events`` iterator (at a yield, as a web client's stream is) detaches its follower right
+    away, and the last follower leaving ends the reader's blocked ``XREAD`` instead of waiting out its block
+    time; a cancelled one likewise."""
+    instance = f"{runs.keys.prefix}-leave"
+    await runs.submit(
+        "q_append", {"n": 1}, instance_id=instance
+    )  # queued, never run: one event-free instance
+    reader = runs._state().reader
+
+    async def blocked() -> bool:
+        clients = await qstore.client.client_list()
+        return any(c.get("id") == str(reader._reader_id) and "b" in c.get("flags", "") for c in clients)
+
+    events = runs.events(instance)
+    waiting = asyncio.ensure_future(events.__anext__())
+    await eventually(blocked, 5, "the reader to block on the instance's stream")
+    await runs.cancel(f"{instance}@" + (await runs.instance(instance)).queued_run_ids[0].split("@")[1])
+    await asyncio.wait_for(waiting, 5)  # the cancel's run_ended event: the iterator is now at a yield
+    await events.aclose()
+    assert not reader._followers  # at once, not when the garbage collector finalizes the inner generator
+    deadline = asyncio.get_running_loop().time() + 0.5  # the reader blocks for up to 5 s per XREAD
+    while await blocked():
+        assert asyncio.get_running_loop().time() < deadline, (
+            "the reader stayed blocked after its last follower left"
+        )
+        await asyncio.sleep(0.02)
+
+    following = asyncio.ensure_future(anext(runs.events(instance, after=(await _last_id(runs, instance)))))
+    await eventually(blocked, 5, "the reader to block again")
+    following.cancel()
+    await eventually(lambda: _not(blocked), 0.5, "a cancelled follower to free the reader")
+    assert not reader._followers
+
+
+async def _last_id(runs, instance: str) -> str:
+    return [e.event_id async for e in runs.events(instance, follow=False)][-1]
+
+
+async def _not(predicate) -> bool:
+    return not await predicate()
 
 
 async def test_the_event_stream_is_capped(qstore, coordinators) -> None:
@@ -442,7 +503,6 @@ async def test_a_run_longer_than_the_lease_ttl_is_never_taken_over_while_its_coo
     redis_url, real_redis_prefix
 ) -> None:
     """Heartbeats keep the entry claimed and the lease renewed: another coordinator's sweep leaves it alone."""
-    from barrierflow.broker import RedisStore
     from barrierflow.workers import Coordinator
 
     store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=1.0)
@@ -470,3 +530,40 @@ async def test_a_run_longer_than_the_lease_ttl_is_never_taken_over_while_its_coo
         assert owners == {first.name} and deliveries == {1}  # never swept, by the other or by itself
     await asyncio.gather(*serving)
     await store.aclose()
+
+
+async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the_leaving_coordinator(
+    redis_url, real_redis_prefix, coordinators
+) -> None:
+    """The leaving coordinator's read of the queue is blocked in Redis when it hands its runs back under fresh
+    entries: that read must give them back, not leave them pending on the leaving consumer, where only a
+    sweep would find them a lease TTL (a minute here) later."""
+    store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=60.0)
+    try:
+        async with RunQueue(store) as queue:
+            job = {"step": 1, "steps": 8, "delay": 0.1}
+            tickets = [
+                await queue.submit("q_steps", job, instance_id=f"{real_redis_prefix}-stranded{i}")
+                for i in range(6)
+            ]
+            first = await coordinators(store, queue=queue, read_block=5.0, shutdown_grace=10.0)
+            give_back = first._side.requeue
+
+            async def slow_give_back(entry_id: str, instance_id: str) -> None:
+                await asyncio.sleep(1.0)  # a loaded machine: the read's entries are given back late
+                await give_back(entry_id, instance_id)
+
+            first._side.requeue = slow_give_back  # type: ignore[method-assign]
+            await eventually(lambda: _all_running(queue, tickets), 20, "the runs to start")
+            await first.stop()
+            assert [(await queue.get(t.run_id)).state for t in tickets] == ["queued"] * 6
+            second = await coordinators(store, queue=queue, read_block=0.2)
+            results = await asyncio.gather(*(queue.wait(t.run_id, timeout=15) for t in tickets))
+            await second.stop()
+            assert results[0].outputs and all(r.outputs == results[0].outputs for r in results)
+    finally:
+        await store.aclose()
+
+
+async def _all_running(queue: RunQueue, tickets: list) -> bool:
+    return [(await queue.get(t.run_id)).state for t in tickets] == ["running"] * len(tickets)
