@@ -190,7 +190,7 @@ class CeleryDispatcher(Dispatcher):
         self._live: tuple[float, list[WorkerEntry]] | None = None  # (when, workers) of the last registry read
         self._last_slots = 0
         self.pack_size = max(1, pack_size or conf.get("barrierflow_pack_size") or DEFAULT_PACK_SIZE)
-        self._packers: PerLoop[Packer] = PerLoop(
+        self._packers: PerLoop[Packer[bytes]] = PerLoop(
             lambda: Packer(self._publish, self._pack_count, self.pack_size), _forget
         )
         self._batchers: PerLoop[ScriptBatcher] = PerLoop(lambda: results_batcher(self._redis), _forget)

@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-#: What a publish gets: the messages to send, each a pack of one or more encoded task copies.
-Publish = Callable[[list[list[bytes]]], None]
+#: A task copy as the dispatcher hands it in (its encoded payload; anything that travels with it per copy).
+Copy = TypeVar("Copy")
 
 
-def split_into_packs(copies: list[bytes], packs: int, most: int) -> list[list[bytes]]:
+def split_into_packs(copies: list[Copy], packs: int, most: int) -> list[list[Copy]]:
     """``copies`` dealt round-robin into ``packs`` packs (more if one would hold more than ``most``).
 
     Round-robin keeps the copies of one superstep (consecutive here) in different packs.
@@ -44,22 +45,28 @@ def split_into_packs(copies: list[bytes], packs: int, most: int) -> list[list[by
     return [copies[start::count] for start in range(count)]
 
 
-class Packer:
+class Packer(Generic[Copy]):
     """Collects the copies handed in during one loop turn (or one publish) and publishes them as packs.
 
-    ``publish`` runs in a thread (kombu's publishing is synchronous); ``packs`` says how many packs to make
-    (the worker slots to keep busy); ``most``: copies per pack at most (1: every copy alone, no packing).
-    One packer per event loop.
+    ``publish`` runs in a thread (kombu's publishing is synchronous) and gets the packs, each a list of one
+    or more copies; ``packs`` says how many packs to make (the worker slots to keep busy); ``most``: copies
+    per pack at most (1: every copy alone, no packing). A copy is whatever the dispatcher hands in (the
+    encoded payload; anything else that must travel per copy rides along). One packer per event loop.
     """
 
-    def __init__(self, publish: Publish, packs: Callable[[], Awaitable[int]], most: int) -> None:
+    def __init__(
+        self,
+        publish: Callable[[list[list[Copy]]], None],
+        packs: Callable[[], Awaitable[int]],
+        most: int,
+    ) -> None:
         self._publish = publish
         self._packs = packs
         self.most = max(1, most)
-        self._waiting: list[tuple[list[bytes], asyncio.Future[None]]] = []
+        self._waiting: list[tuple[list[Copy], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def send(self, copies: list[bytes]) -> None:
+    async def send(self, copies: list[Copy]) -> None:
         """Publish ``copies`` with whatever else is ready now; returns once they are on the broker."""
         if not copies:
             return
