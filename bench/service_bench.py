@@ -11,8 +11,11 @@ imports this file as module ``service_bench`` (``bench/`` on their ``PYTHONPATH`
     2 coordinator processes running the handlers themselves, jobs/s until the last completion; against raw
     Celery no-op tasks/s with 2 worker processes, send-all then get-all. Target >= 1.0x.
 (b) ``jobs_celery``: the same jobs, 1 coordinator + 2 Celery worker processes; against a raw Celery canvas of
-    the same shape per job, ``chain(start.s(), chord(group(4 x work.s()), join.s()))``. Target >= 2x.
+    the same shape per job, ``chain(start.s(), chord(group(4 x work.s()), join.s()))``. Target >= 2x. Beside
+    it, the same jobs with packing off (``BARRIERFLOW_PACK_SIZE=1``: one Celery task per superstep per job).
 (c) ``latency_local``: one job at a time, submit -> ``wait()`` returns, 1 coordinator process. p50 <= 5 ms.
+(f) ``latency_celery``: the same in Celery mode (1 coordinator, 2 workers), packing on and off: a lone
+    run's supersteps must not wait for company.
 (d) ``failover``: 200 jobs in flight on 2 coordinators, one SIGKILLed: seconds until all complete (each
     once). Target <= lock_ttl + 5 s.
 (e) ``footprint``: 10,000 instances each idle, waiting on one request: Redis bytes per instance (INFO
@@ -169,19 +172,25 @@ class Processes:
         )
         return env
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the process
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=ROOT,
+            env={**self.env(), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self.procs[name] = proc
         return proc
 
-    def coordinator(self, name: str, *options: str) -> subprocess.Popen:
+    def coordinator(self, name: str, *options: str, pack_size: int | None = None) -> subprocess.Popen:
         argv = [sys.executable, "-m", "barrierflow.cli.main", "coordinator", "--import", "service_bench"]
         argv += ["--redis", self.redis_url, "--prefix", self.prefix, "--log-level", "WARNING", *options]
-        return self.start(name, argv)
+        env = {"BARRIERFLOW_PACK_SIZE": str(pack_size)} if pack_size is not None else {}
+        return self.start(name, argv, **env)
 
     def workers(self, count: int) -> list[str]:
         names = []
@@ -287,10 +296,10 @@ class Bench:
 
     # (a) and (b)
 
-    async def jobs_mode(self, celery: bool) -> dict[str, Any]:
+    async def jobs_mode(self, celery: bool, pack_size: int | None = None) -> dict[str, Any]:
         inputs = list(range(self.jobs))
         if celery:
-            self.procs.coordinator("coord", "--celery", "--concurrency", "256")
+            self.procs.coordinator("coord", "--celery", "--concurrency", "256", pack_size=pack_size)
         else:
             for n in (1, 2):
                 self.procs.coordinator(f"coord{n}", "--concurrency", "512")
@@ -329,8 +338,8 @@ class Bench:
 
     # (c)
 
-    async def latency(self, samples: int) -> dict[str, Any]:
-        self.procs.coordinator("coord", "--concurrency", "64")
+    async def latency(self, samples: int, *options: str, pack_size: int | None = None) -> dict[str, Any]:
+        self.procs.coordinator("coord", "--concurrency", "64", *options, pack_size=pack_size)
         await self.warm(1)
         times = []
         for n in range(samples):
@@ -436,7 +445,7 @@ async def run(args: argparse.Namespace, logs: Path) -> None:
     only = set(args.only.split(","))
     bench = Bench(args.redis_url, args.jobs, logs)
     try:
-        if {"a", "b"} & only:
+        if {"a", "b", "f"} & only:
             bench.procs.workers(2)
         for key, celery, baseline, name, target in (
             ("a", False, bench.raw_noops, "raw_celery_noops_per_s", 1.0),
@@ -453,14 +462,24 @@ async def run(args: argparse.Namespace, logs: Path) -> None:
                     completed_ok=ours["completed_ok"],
                 )
                 continue
+            unpacked = {}
+            if celery:  # the same with packing off: what packing is worth, in the same run
+                off = await bench.jobs_mode(celery=True, pack_size=1)
+                unpacked = {
+                    "unpacked_jobs_per_s": round(off["per_s"]),
+                    "unpacked_completed_ok": off["completed_ok"],
+                }
             raw = args.jobs / await asyncio.to_thread(baseline)  # jobs/s of the baseline, the same jobs
             ratio = ours["per_s"] / raw
+            if unpacked:
+                unpacked["unpacked_ratio"] = round(unpacked["unpacked_jobs_per_s"] / raw, 3)
             line(
                 "jobs_celery" if celery else "jobs_local",
                 jobs=args.jobs,
                 barrierflow_jobs_per_s=round(ours["per_s"]),
                 **{name: round(raw)},
                 ratio=round(ratio, 3),
+                **unpacked,
                 completed_ok=ours["completed_ok"],
                 target=f"ratio >= {target}",
                 ok=ratio >= target and ours["completed_ok"] == args.jobs,
@@ -473,6 +492,16 @@ async def run(args: argparse.Namespace, logs: Path) -> None:
                 **latency,
                 target="p50 <= 5 ms",
                 ok=latency["p50_ms"] <= 5,
+            )
+        if "f" in only:
+            packed = await bench.latency(args.samples, "--celery")
+            alone = await bench.latency(args.samples, "--celery", pack_size=1)
+            line(
+                "latency_celery",
+                samples=args.samples,
+                **packed,
+                unpacked=alone,
+                target="packing costs a lone run nothing (p50 within noise of unpacked)",
             )
         if "d" in only:
             failover = await bench.failover(200, args.lock_ttl)

@@ -38,7 +38,7 @@ from kombu import pools
 
 from barrierflow.engine.log_context import JsonFormatter
 
-from .config import DEFAULT_HEARTBEAT, Settings
+from .config import DEFAULT_HEARTBEAT, DEFAULT_PACK_SIZE, Settings
 from .presence import WorkerPresence
 
 #: Keys of ``app.conf`` that are barrierflow's, not Celery's (read by ``CeleryDispatcher(app)`` and the tasks).
@@ -48,6 +48,7 @@ _OWN_KEYS = (
     "barrierflow_prefix",
     "barrierflow_worker_slots",
     "barrierflow_worker_heartbeat",
+    "barrierflow_pack_size",
 )
 
 
@@ -66,6 +67,7 @@ def settings_of(app: Celery) -> Settings:
         visibility_timeout=float(conf.broker_transport_options["visibility_timeout"]),
         worker_slots=conf.get("barrierflow_worker_slots"),
         worker_heartbeat=float(conf.get("barrierflow_worker_heartbeat") or DEFAULT_HEARTBEAT),
+        pack_size=int(conf.get("barrierflow_pack_size") or DEFAULT_PACK_SIZE),
     )
 
 
@@ -96,7 +98,14 @@ def configure(app: Celery, settings: Settings | None = None, /, **overrides: Any
         **dict(
             zip(
                 _OWN_KEYS,
-                (new.redis_url, new.broker_url, new.prefix, new.worker_slots, new.worker_heartbeat),
+                (
+                    new.redis_url,
+                    new.broker_url,
+                    new.prefix,
+                    new.worker_slots,
+                    new.worker_heartbeat,
+                    new.pack_size,
+                ),
                 strict=True,
             )
         ),

@@ -19,6 +19,8 @@ variable                            default                          meaning
 ``BARRIERFLOW_WORKER_SLOTS``        unset (from the worker registry) task slots the dispatcher plans for
 ``BARRIERFLOW_WORKER_HEARTBEAT``    ``5``                            seconds between a worker's registry beats;
                                                                      its entry lapses after three missed ones
+``BARRIERFLOW_PACK_SIZE``           ``64``                           task copies of several instances sent in
+                                                                     one Celery task at most (1: no packing)
 ``BARRIERFLOW_LOG_FORMAT``          ``text``                         ``json``: one JSON object per log line, with
                                                                      the task's run, instance and trace ids
 ==================================  ===============================  ============================================
@@ -47,9 +49,14 @@ DEFAULT_PREFIX = "barrierflow"
 DEFAULT_QUEUE = "barrierflow"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_HEARTBEAT = 5.0
+DEFAULT_PACK_SIZE = 64
 TASK_NAME = "barrierflow.run_batches"
-#: The Celery task header that carries the superstep span's W3C trace context (when tracing is on).
+#: The task of a pack: the copies of several instances' supersteps that were ready together.
+PACK_TASK_NAME = "barrierflow.run_pack"
+#: The Celery task header that carries the superstep span's W3C trace context (when tracing is on); a pack
+#: task carries the list of its copies' contexts (or ``None`` each) in ``TRACEPARENTS``.
 TRACEPARENT = "traceparent"
+TRACEPARENTS = "barrierflow_traceparents"
 
 
 #: kombu Redis transport: socket timeouts above its 1 s BRPOP poll, keepalive, checks (see the module doc).
@@ -82,6 +89,7 @@ class Settings:
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     worker_slots: int | None = None
     worker_heartbeat: float = DEFAULT_HEARTBEAT
+    pack_size: int = DEFAULT_PACK_SIZE
 
     @property
     def broker(self) -> str:
@@ -105,6 +113,7 @@ class Settings:
             visibility_timeout=float(env.get("BARRIERFLOW_VISIBILITY_TIMEOUT") or DEFAULT_VISIBILITY_TIMEOUT),
             worker_slots=int(slots) if slots else None,
             worker_heartbeat=float(env.get("BARRIERFLOW_WORKER_HEARTBEAT") or DEFAULT_HEARTBEAT),
+            pack_size=int(env.get("BARRIERFLOW_PACK_SIZE") or DEFAULT_PACK_SIZE),
         )
 
     def replace(self, **overrides: Any) -> Settings:

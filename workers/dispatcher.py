@@ -7,7 +7,11 @@ Per superstep:
    worker registry, ``broker/worker_registry.py``) and the number of deliveries (never one task per message,
    never one executor split across tasks, so an executor still handles its deliveries one at a time, in
    order). The committed shared state is encoded once and rides in every task.
-2. **Send** the tasks to the queue (msgpack).
+2. **Send** the tasks to the queue (msgpack), packed with the tasks of the other runs of this process that are
+   ready in the same loop turn (``workers/packing.py``): a barrier of many runs costs a few Celery messages
+   (about ``slots * tasks_per_slot``, each at most ``pack_size`` tasks), not one per run. A lone task goes
+   out as a plain single task in the next loop turn. Each task in a pack stays fenced, claimed, checked and
+   re-sent on its own, as below.
 3. **Barrier without chords.** Each task's worker writes a fenced, first-write-wins record and pushes the task
    number on a notify list (``broker/results.py``). This side sleeps in ``BRPOP`` until a task finishes or the
    next check. Every ``redispatch_after`` seconds it checks the tasks without a result, reading result, claim
@@ -51,9 +55,10 @@ from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
+from barrierflow.broker.batching import ScriptBatcher
 from barrierflow.broker.connection import RedisOptions, async_client
 from barrierflow.broker.per_loop import PerLoop
-from barrierflow.broker.results import ResultKeys, ResultReader
+from barrierflow.broker.results import ResultKeys, ResultReader, results_batcher
 from barrierflow.broker.worker_registry import WorkerEntry, WorkerRegistry
 from barrierflow.engine import codec
 from barrierflow.engine.dispatch import Dispatcher, EventSink, ExecutorBatch, SuperstepResult, SuperstepWork
@@ -67,7 +72,16 @@ from barrierflow.engine.errors import (
 from barrierflow.engine.events import EventType, WorkflowEvent
 from barrierflow.engine.executor import Executor
 
-from .config import DEFAULT_PREFIX, DEFAULT_REDIS_URL, TASK_NAME, TRACEPARENT
+from .config import (
+    DEFAULT_PACK_SIZE,
+    DEFAULT_PREFIX,
+    DEFAULT_REDIS_URL,
+    PACK_TASK_NAME,
+    TASK_NAME,
+    TRACEPARENT,
+    TRACEPARENTS,
+)
+from .packing import Packer
 from .wire import TaskEnvelope, TaskResult, decode_result, encode_body, encode_task
 
 if TYPE_CHECKING:
@@ -89,6 +103,29 @@ MAX_CHECK_INTERVAL = 600.0
 FALLBACK_SLOTS = 2
 #: Seconds a read of the worker registry is reused for planning.
 REGISTRY_CACHE = 2.0
+#: Leases (instance, token, epoch) remembered as seen in the dispatcher's Redis: one check per run, not per
+#: superstep, while up to this many runs go through the dispatcher at once.
+VERIFIED_KEPT = 4096
+
+
+@dataclass(slots=True, frozen=True)
+class TaskCopy:
+    """One task copy as it is handed to the packer: its payload, what Flower shows of it, its trace context."""
+
+    payload: bytes
+    summary: str
+    traceparent: str | None = None
+
+
+#: Copies a pack's summary names at most (the rest are counted).
+PACK_SUMMARY_COPIES = 8
+
+
+def pack_summary(pack: list[TaskCopy]) -> str:
+    """A pack's ``argsrepr``: how many copies, and the first ones' summaries."""
+    shown = ", ".join(copy.summary for copy in pack[:PACK_SUMMARY_COPIES])
+    more = f", ... {len(pack) - PACK_SUMMARY_COPIES} more" if len(pack) > PACK_SUMMARY_COPIES else ""
+    return f"[{len(pack)} copies: {shown}{more}]"
 
 
 def task_summaries(work: SuperstepWork, groups: list[list[ExecutorBatch]]) -> list[str]:
@@ -136,7 +173,9 @@ class CeleryDispatcher(Dispatcher):
     ``max_attempts``: sends of one task whose workers keep dying before the superstep fails with
     ``WorkflowError`` (``None``: no limit); the instance stays at the last barrier and ``run()`` retries it.
     ``result_ttl``: seconds the result records live at most (they are deleted once the superstep is
-    collected). Lifecycle: ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
+    collected). ``pack_size``: tasks of several runs sent in one Celery message at most (default
+    ``BARRIERFLOW_PACK_SIZE``, 64; 1 sends every task alone; see ``workers/packing.py``). Lifecycle:
+    ``async with`` or ``aclose()`` closes the Redis connections it opened itself.
     """
 
     def __init__(
@@ -156,6 +195,7 @@ class CeleryDispatcher(Dispatcher):
         claim_ttl: float = 10.0,
         max_attempts: int | None = 5,
         result_ttl: float = 3600.0,
+        pack_size: int | None = None,
     ) -> None:
         if app is None:
             from .app import app as default_app
@@ -184,10 +224,15 @@ class CeleryDispatcher(Dispatcher):
         self.claim_ttl = claim_ttl
         self.max_attempts = max_attempts
         self.result_ttl = result_ttl
-        self._verified: tuple[str, str, int] | None = None  # (instance, token, epoch) seen in this Redis
+        self._verified: dict[tuple[str, str, int], None] = {}  # (instance, token, epoch) seen, oldest first
         self.registry_prefix = conf.get("barrierflow_prefix") or DEFAULT_PREFIX
         self._live: tuple[float, list[WorkerEntry]] | None = None  # (when, workers) of the last registry read
         self._last_slots = 0
+        self.pack_size = max(1, pack_size or conf.get("barrierflow_pack_size") or DEFAULT_PACK_SIZE)
+        self._packers: PerLoop[Packer[TaskCopy]] = PerLoop(
+            lambda: Packer(self._publish, self._pack_count, self.pack_size), _forget
+        )
+        self._batchers: PerLoop[ScriptBatcher] = PerLoop(lambda: results_batcher(self._redis), _forget)
 
     # -- connections -------------------------------------------------------------------------------------
 
@@ -206,6 +251,8 @@ class CeleryDispatcher(Dispatcher):
 
     async def aclose(self) -> None:
         """Close the connections this dispatcher opened in the running loop (a store's are the store's)."""
+        await self._packers.aclose()
+        await self._batchers.aclose()
         await self._owned.aclose()
 
     async def __aenter__(self) -> CeleryDispatcher:
@@ -262,7 +309,7 @@ class CeleryDispatcher(Dispatcher):
     async def run_superstep(
         self, executors: Mapping[str, Executor], work: SuperstepWork, emit: EventSink
     ) -> SuperstepResult:
-        reader = ResultReader(self._redis(), self._waiting())
+        reader = ResultReader(self._redis(), self._waiting(), self._batchers.get())
         keys = ResultKeys(self.prefix, work.instance_id, work.run_id, work.epoch, work.superstep)
         await self._check_lease_visible(reader, keys, work)
         groups = await self.plan(work.batches)
@@ -279,8 +326,14 @@ class CeleryDispatcher(Dispatcher):
                     overdue = sorted(t for t in pending if step.check_at[t] <= now)
                     finished, ready = await self._check(reader, step, overdue, now)
                 else:
-                    finished = [t for t in await reader.wait(keys, due - now) if t in pending]
-                    ready = await reader.fetch(keys, finished)
+                    finished = [t for t in await reader.wait(keys, due - now, len(pending)) if t in pending]
+                    if finished and len(set(finished)) == len(pending):  # the last ones: read and clean up
+                        token = work.lease_token
+                        every = range(len(step.envelopes))
+                        ready = await reader.collect(keys, finished, every, token, self.result_ttl)
+                        step.collected = all(blob is not None for blob in ready)
+                    else:
+                        ready = await reader.fetch(keys, finished)
                 for task, blob in zip(finished, ready, strict=True):
                     if blob is None:  # deleted under us (cannot happen while we hold the lease): check it
                         step.check_at[task] = 0.0
@@ -291,7 +344,8 @@ class CeleryDispatcher(Dispatcher):
             return result
         finally:
             current = asyncio.current_task()
-            if current is None or not current.cancelling():  # cancelled: the records expire by their TTL
+            cancelled = current is not None and current.cancelling()  # then the records expire by their TTL
+            if not step.collected and not cancelled:
                 await self._discard(reader, step)
 
     async def _check(
@@ -446,22 +500,40 @@ class CeleryDispatcher(Dispatcher):
         return envelopes
 
     async def _send(self, step: _Sent, tasks: Iterable[int]) -> None:
-        """Publish ``tasks`` of ``step``: each with a readable summary for Flower and ``celery events``
-        (``argsrepr``: the payload itself is opaque bytes), and the superstep span's ``traceparent`` header
-        when tracing is on (the worker's ``barrierflow.deliver`` spans are its children)."""
+        """Publish ``tasks`` of ``step``, packed with the copies of other runs ready now (``workers/packing.py``).
+
+        Each copy travels with a readable summary for Flower and ``celery events`` (the payload is opaque
+        bytes) and, when tracing is on, the superstep span's ``traceparent`` (the worker's ``barrierflow.deliver``
+        spans are its children)."""
         trace = step.work.trace
         header = trace.traceparent() if trace is not None else None
-        headers = {TRACEPARENT: header} if header else None
-        messages = [(encode_task(step.envelopes[t]), step.summaries[t]) for t in tasks]
-        await asyncio.to_thread(self._publish, messages, headers)
+        copies = [TaskCopy(encode_task(step.envelopes[t]), step.summaries[t], header) for t in tasks]
+        await self._packers.get().send(copies)
 
-    def _publish(self, messages: list[tuple[bytes, str]], headers: dict[str, str] | None) -> None:
+    async def _pack_count(self) -> int:
+        """Packs to make of the copies ready together: enough to keep every worker slot busy."""
+        return await self.worker_slots() * self.tasks_per_slot
+
+    def _publish(self, packs: list[list[TaskCopy]]) -> None:
+        """Send each pack (in a thread): a pack of one as the plain single task, a bigger one as a pack task.
+
+        A single task's trace context is the W3C ``traceparent`` header; a pack's is the list of its copies'
+        (``TRACEPARENTS``), and its summary lists its copies'."""
         app = self.app
         with app.producer_or_acquire() as producer:
-            for payload, summary in messages:
+            for pack in packs:
+                if len(pack) == 1:
+                    [copy] = pack
+                    name, args, summary = TASK_NAME, (copy.payload,), copy.summary
+                    headers = {TRACEPARENT: copy.traceparent} if copy.traceparent else None
+                else:
+                    name, args = PACK_TASK_NAME, ([copy.payload for copy in pack],)
+                    summary = pack_summary(pack)
+                    traced = [copy.traceparent for copy in pack]
+                    headers = {TRACEPARENTS: traced} if any(traced) else None
                 app.send_task(
-                    TASK_NAME,
-                    args=(payload,),
+                    name,
+                    args=args,
                     queue=self.queue,
                     serializer="msgpack",
                     ignore_result=True,
@@ -474,7 +546,7 @@ class CeleryDispatcher(Dispatcher):
     async def _check_lease_visible(self, reader: ResultReader, keys: ResultKeys, work: SuperstepWork) -> None:
         """Once per run: do the workers' records land next to this run's lease? Otherwise they are fenced."""
         seen = (work.instance_id, work.lease_token, work.epoch)
-        if self._verified == seen:
+        if seen in self._verified:
             return
         if not await reader.lease_holds(keys, work.lease_token, work.epoch):
             if self._store is not None:
@@ -488,7 +560,9 @@ class CeleryDispatcher(Dispatcher):
                 "broker.RedisStore and build the dispatcher with CeleryDispatcher(app, store=that_store), or "
                 "make BARRIERFLOW_REDIS_URL / BARRIERFLOW_PREFIX match the store's"
             )
-        self._verified = seen
+        self._verified[seen] = None
+        if len(self._verified) > VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
 
     def _where(self) -> str:
         client = self._store.client if self._store is not None else self._client
@@ -500,6 +574,10 @@ class CeleryDispatcher(Dispatcher):
 
 async def _close_client(client: Redis) -> None:
     await client.aclose()
+
+
+async def _forget(value: object) -> None:
+    """Packers and batchers hold no connection of their own (they use the app's producer pool, the client)."""
 
 
 @dataclass(slots=True)
@@ -515,6 +593,7 @@ class _Sent:
     check_at: list[float] = field(default_factory=list)
     sent_at: float = 0.0
     warn_after: float = 0.0
+    collected: bool = False  # its keys were deleted with its last results (no discard needed)
 
     def start(self, now: float, interval: float) -> None:
         self.sends = [1] * len(self.envelopes)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .dispatcher import CeleryDispatcher
+from .dispatcher import CeleryDispatcher, TaskCopy
 from .tasks import WorkerProcess
 
 if TYPE_CHECKING:
@@ -43,11 +43,16 @@ class InProcessCeleryDispatcher(CeleryDispatcher):
         self.worker = WorkerProcess(worker_client if worker_client is not None else _fake_twin(store))
         self._one_at_a_time = threading.Lock()  # one worker loop: tasks of concurrent runs take turns
 
-    def _publish(self, messages: list[tuple[bytes, str]], headers: dict[str, str] | None) -> None:
-        """Instead of sending the payloads to a queue (called in a thread by ``CeleryDispatcher._send``)."""
+    def _publish(self, packs: list[list[TaskCopy]]) -> None:
+        """Instead of sending the packs to a queue (called in a thread by the dispatcher's packer)."""
         with self._one_at_a_time:
-            for payload, _ in messages:
-                self.worker.handle(payload, headers)
+            for pack in packs:
+                if len(pack) == 1:
+                    self.worker.handle(pack[0].payload, pack[0].traceparent)
+                else:
+                    self.worker.handle_pack(
+                        [copy.payload for copy in pack], traceparents=[copy.traceparent for copy in pack]
+                    )
 
     def close(self) -> None:
         """Close the worker side's event loop and client (``aclose`` does it too)."""
