@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -354,3 +355,33 @@ async def test_celery_events_show_a_readable_summary(service: Service, runs: Run
     )
     assert {event["name"] for event in received} == {"barrierflow.run_batches"}
     assert "superstep=2" in " ".join(summaries) and "'left'" in " ".join(summaries)
+
+
+async def test_packed_copies_keep_their_own_trace_context(service: Service, runs: RunQueue, spans) -> None:
+    """Runs whose supersteps are ready together go to the worker packed in one Celery task: each copy's deliver
+    spans still hang under its own run's superstep span (the pack carries one context per copy)."""
+    tickets = await asyncio.gather(
+        *(runs.submit("obs_flaky", job(f"{service.prefix}-pack{n}")) for n in range(6))
+    )
+    for ticket in tickets:
+        await runs.wait(ticket.run_id, timeout=60)
+    ids = {ticket.run_id for ticket in tickets}
+    deadline = time.monotonic() + 10
+    while True:
+        records = service.remote_spans()
+        delivers = [
+            r
+            for r in named(records, "barrierflow.deliver")
+            if r["attributes"].get("barrierflow.run_id") in ids
+        ]
+        if len(delivers) >= 6 * 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert "barrierflow.run_pack" in service.worker_log.read_text()  # some of them did travel packed
+    by_id = {r["span_id"]: r for r in records}
+    assert len(delivers) == 6 * 4
+    for deliver in delivers:
+        step = by_id[deliver["parent_id"]]
+        assert step["name"] == "barrierflow.superstep"
+        assert step["attributes"]["barrierflow.run_id"] == deliver["attributes"]["barrierflow.run_id"]
+        assert step["attributes"]["barrierflow.superstep"] == deliver["attributes"]["barrierflow.superstep"]

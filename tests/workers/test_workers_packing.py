@@ -190,10 +190,10 @@ async def test_a_slow_copy_does_not_hold_back_the_results_of_the_copies_before_i
     worker = WorkerProcess(redis.Redis.from_url(redis_url))
     original = worker.run
 
-    def run(envelope):
+    def run(envelope, *traced):
         if envelope.instance_id == slow.instance_id:
             time.sleep(1.0)
-        return original(envelope)
+        return original(envelope, *traced)
 
     worker.run = run
     reader = ResultReader(redis_store.client)
