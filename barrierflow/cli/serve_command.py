@@ -77,6 +77,9 @@ def serve(
             from barrierflow.server import create_app
         except ImportError as exc:
             raise CliError(f"the server's dependencies are missing ({exc}): pip install barrierflow") from exc
+        from barrierflow.observability import watch_queue
+
+        watch_queue(target.url, prefix)  # /metrics: the queue's depth and oldest age, read at scrape time
         store = RedisStore.from_url(target.url, prefix=prefix, socket_connect_timeout=3.0)
         app = create_app(
             store,

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from barrierflow import __version__
 
@@ -76,6 +76,7 @@ def create_app(
     install_error_handlers(app)
     for router in (workflows_router, runs_router, instances_router):
         app.include_router(router)
+    app.add_api_route("/metrics", _metrics, methods=["GET"], include_in_schema=False)
     mount_page(app)
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -97,3 +98,13 @@ def _store_from_env() -> Any:
     url = os.environ.get("BARRIERFLOW_REDIS_URL") or "redis://localhost:6379/0"
     prefix = os.environ.get("BARRIERFLOW_PREFIX") or "barrierflow"
     return RedisStore.from_url(url, prefix=prefix)
+
+
+def _metrics() -> Response:
+    """The Prometheus scrape of this process (DESIGN §6). A plain ``def``: the queue's figures are read from Redis
+    at scrape time (``watch_queue``), on FastAPI's thread pool rather than the event loop. Outside ``/api``, so a
+    scraper needs no token; the server binds 127.0.0.1 unless told otherwise."""
+    from barrierflow.observability import metrics_response
+
+    body, content_type = metrics_response()
+    return Response(body, media_type=content_type)

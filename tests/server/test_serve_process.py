@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.queue.conftest import ROOT
 from tests.server.conftest import free_port
@@ -101,6 +102,17 @@ async def test_serve_and_a_coordinator_process_run_the_approval_example_over_htt
         decision = answered.json()["outputs"][-1]
         assert decision["published"] is True and decision["topic"] == "release notes"
         await asyncio.wait_for(following, 30)
+        # the Prometheus scrape (outside /api: no token): this server's submissions and the queue read from Redis
+        scraped = await c.get("/metrics", headers={"Authorization": ""})
+        assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(scraped.text)
+            for s in family.samples
+        }
+        submitted = (("state", "submitted"), ("workflow", "approval_flow"))
+        assert samples[("barrierflow_runs_total", submitted)] == 2  # the first run and the answer's run
+        assert samples[("barrierflow_queue_depth", ())] == 0
     outputs = [m.data["data"] for m in seen if m.event == "output"]
     assert outputs == [decision]  # the stream saw the answer's run produce the decision
     ids = [m.id for m in seen]
