@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service_bench import Processes, free_port, line
+from service_bench import Processes, free_port, line, redis_for
 
 from barrierflow.engine import Executor, WorkflowBuilder, WorkflowContext, handler, register_workflow
 
@@ -306,27 +304,10 @@ def main() -> None:
         "--logs", default=None, help="directory for the processes' logs (default: a temp dir)"
     )
     args = parser.parse_args()
-    server = None
-    if args.redis_url is None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("no redis-server on PATH: pass --redis-url")
-        port = free_port()
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        args.redis_url = f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.3)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            logs = Path(args.logs or tmp)
-            logs.mkdir(parents=True, exist_ok=True)
-            asyncio.run(run(args, logs))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+    with redis_for(args.redis_url) as args.redis_url, tempfile.TemporaryDirectory() as tmp:
+        logs = Path(args.logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        asyncio.run(run(args, logs))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_for(url: str | None) -> Iterator[str]:
+    """``url``, or a private ``redis-server`` without persistence started for the benchmark (stopped after)."""
+    if url is not None:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("no redis-server on PATH: pass --redis-url")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 class Processes:
@@ -546,30 +570,18 @@ def main() -> None:
         "--logs", default=None, help="directory for the processes' logs (default: a temp dir)"
     )
     args = parser.parse_args()
-    server = None
-    if args.redis_url is None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("no redis-server on PATH: pass --redis-url")
-        port = free_port()
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        args.redis_url = f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.3)
+    with redis_for(args.redis_url) as args.redis_url:
+        _main(args)
+
+
+def _main(args: argparse.Namespace) -> None:
     app.conf.update(
         broker_url=args.redis_url, result_backend=args.redis_url, barrierflow_redis_url=args.redis_url
     )
     logs = Path(args.logs) if args.logs else Path(__import__("tempfile").mkdtemp(prefix="bfsvc-"))
     logs.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop the processes and delete the keys
-    try:
-        asyncio.run(run(args, logs))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+    asyncio.run(run(args, logs))
 
 
 if __name__ == "__main__":
