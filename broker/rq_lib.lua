@@ -61,7 +61,14 @@ local function end_run(base, done, hex, state, result, now, checkpoint, result_t
   local run, input, res, meta = run_keys(base, hex)
   redis.call('HSET', run, 'state', state, 'end', now)
   if checkpoint then
-    redis.call('HSET', run, 'ckpt', checkpoint)
+    -- the instance's own checkpoint ids are '<instance>@<suffix>': the record keeps the suffix alone ('cks'; the
+    -- instance is in the key), 20 bytes less in every kept run record; an id of the user's own stays whole
+    local instance = string.match(base, '{([^{}]*)}:$')
+    if instance and string.sub(checkpoint, 1, #instance + 1) == instance .. '@' then
+      redis.call('HSET', run, 'cks', string.sub(checkpoint, #instance + 2))
+    else
+      redis.call('HSET', run, 'ckpt', checkpoint)
+    end
   end
   redis.call('HDEL', run, 'cancel', 'sig', 'ck')  -- what only a run in progress needs
   redis.call('DEL', input)

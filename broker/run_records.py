@@ -186,6 +186,14 @@ def _time(value: bytes | None) -> datetime | None:
     return None if not value else datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
+def _checkpoint_id(instance_id: str, get: Any) -> str | None:
+    """The run's checkpoint id: ``cks`` is the suffix of an id of the instance's own (``rq_lib.lua end_run``)."""
+    suffix = get(b"cks")
+    if suffix:
+        return f"{instance_id}@{suffix.decode()}"
+    return (get(b"ckpt") or get(b"ck") or b"").decode() or None
+
+
 def run_info(
     run_id: str,
     fields: dict[bytes, bytes],
@@ -206,7 +214,7 @@ def run_info(
         submitted_at=_time(get(b"sub")),
         started_at=_time(get(b"start")),
         finished_at=_time(get(b"end")),
-        checkpoint_id=(get(b"ckpt") or get(b"ck") or b"").decode() or None,
+        checkpoint_id=_checkpoint_id(instance_id, get),
         attempts=int(get(b"att") or 0),
         coordinator=(get(b"coord") or b"").decode() or None,
         metadata=codec.decode(metadata) if metadata else {},

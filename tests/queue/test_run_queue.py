@@ -67,6 +67,9 @@ async def test_the_run_record(runs, coordinators) -> None:
     assert info.submitted_at <= info.started_at <= info.finished_at
     assert info.outputs == (await in_process(flows.bfw_fan, "x y")).outputs
     assert info.checkpoint_id == await runs.store.latest_id(ticket.instance_id)
+    instance_id, run_hex = ticket.run_id.split("@")
+    record = await runs.store.client.hgetall(runs.keys.run_record(instance_id, run_hex))
+    assert f"{instance_id}@{record[b'cks'].decode()}" == info.checkpoint_id  # kept as its suffix alone
     summary = (await runs.list_runs(instance_id=ticket.instance_id))[0]
     assert summary.run_id == ticket.run_id and summary.state == "completed" and summary.outputs == []
 

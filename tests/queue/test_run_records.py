@@ -107,3 +107,11 @@ def test_errors_come_back_as_their_own_type(error: Exception) -> None:
 def test_an_error_of_an_unknown_type_is_a_workflow_error_naming_it() -> None:
     again = error_from_record({"type": "SomethingElse", "message": "boom"})
     assert type(again) is WorkflowError and str(again) == "SomethingElse: boom"
+
+
+def test_a_run_record_names_its_checkpoint_by_suffix_or_by_an_id_of_the_users_own() -> None:
+    own = run_info("inst@00000000000000aa", {b"state": b"completed", b"cks": b"0123456789abcdef0123"})
+    assert own.checkpoint_id == "inst@0123456789abcdef0123"
+    foreign = run_info("inst@00000000000000aa", {b"state": b"completed", b"ckpt": b"release-2026"})
+    assert foreign.checkpoint_id == "release-2026"
+    assert run_info("inst@00000000000000aa", {b"state": b"queued"}).checkpoint_id is None
