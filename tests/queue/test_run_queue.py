@@ -542,6 +542,7 @@ async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the
     entries: that read must give them back, not leave them pending on the leaving consumer, where only a
     sweep would find them a lease TTL (a minute here) later."""
     store = RedisStore.from_url(redis_url, prefix=real_redis_prefix, lock_ttl=60.0)
+    started = []
     try:
         async with RunQueue(store) as queue:
             job = {"step": 1, "steps": 8, "delay": 0.1}
@@ -550,6 +551,7 @@ async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the
                 for i in range(6)
             ]
             first = await coordinators(store, queue=queue, read_block=5.0, shutdown_grace=10.0)
+            started.append(first)
             give_back = first._side.requeue
 
             async def slow_give_back(entry_id: str, instance_id: str) -> None:
@@ -560,11 +562,12 @@ async def test_runs_handed_back_while_the_intake_reads_are_not_stranded_with_the
             await eventually(lambda: _all_running(queue, tickets), 20, "the runs to start")
             await first.stop()
             assert [(await queue.get(t.run_id)).state for t in tickets] == ["queued"] * 6
-            second = await coordinators(store, queue=queue, read_block=0.2)
+            started.append(await coordinators(store, queue=queue, read_block=0.2))
             results = await asyncio.gather(*(queue.wait(t.run_id, timeout=15) for t in tickets))
-            await second.stop()
             assert results[0].outputs and all(r.outputs == results[0].outputs for r in results)
     finally:
+        for coordinator in started:  # before their store closes, also when the test failed
+            await coordinator.stop()
         await store.aclose()
 
 
