@@ -620,7 +620,11 @@ class RunQueue:
     async def list_instances(
         self, *, workflow: str | None = None, status: RunState | str | None = None, limit: int = 50
     ) -> list[InstanceInfo]:
-        """Instances, most recently active first (submitted to, started or ended a run)."""
+        """Instances, most recently active first (submitted to, started or ended a run).
+
+        Each instance takes a few round trips to describe, so a listing (the page polls one) describes them
+        ``_DESCRIBED_AT_ONCE`` at a time, concurrently, and stops as soon as it has ``limit`` of them.
+        """
         wanted = RunState(status) if status is not None else None
         client, index = self.store.client, self.keys.queue_key("instances")
         found: list[InstanceInfo] = []
@@ -629,18 +633,31 @@ class RunQueue:
             ids = [i.decode() for i in await client.zrevrange(index, start, start + page - 1)]
             if not ids:
                 break
-            for instance_id in ids:
-                try:
-                    info = await self.instance(instance_id)
-                except LookupError:
-                    await client.zrem(index, instance_id)
-                    continue
-                if (workflow is None or info.workflow_name == workflow) and (
-                    wanted is None or info.status is wanted
-                ):
-                    found.append(info)
+            for at in range(0, len(ids), _DESCRIBED_AT_ONCE):
+                chunk = ids[at : at + _DESCRIBED_AT_ONCE]
+                found += [
+                    info
+                    for info in await asyncio.gather(*(self._described(i) for i in chunk))
+                    if info is not None
+                    and (workflow is None or info.workflow_name == workflow)
+                    and (wanted is None or info.status is wanted)
+                ]
+                if len(found) >= limit:
+                    break
             start += page
         return found[:limit]
+
+    async def _described(self, instance_id: str) -> InstanceInfo | None:
+        """``instance()``, or ``None`` (and the index entry dropped) for an instance that is gone."""
+        try:
+            return await self.instance(instance_id)
+        except LookupError:
+            await self.store.client.zrem(self.keys.queue_key("instances"), instance_id)
+            return None
+
+
+#: Instances a listing describes concurrently (each takes a few round trips of its own).
+_DESCRIBED_AT_ONCE = 16
 
 
 def new_instance_id() -> str:
